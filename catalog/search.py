@@ -1,0 +1,215 @@
+"""Catalog search: find the right tool for an id, an action name or a plain need.
+
+A small in-memory ranker, rebuilt when the catalog changes:
+- text is cut into terms: English words are lower-cased and stemmed (Snowball),
+  camelCase action names are split, Chinese runs become character bigrams;
+- each service's fields are weighted (ids and name above keywords, keywords
+  above the long description) and terms scored BM25-style (rare terms count more);
+- query words the catalog does not know are matched to known words that share
+  a stem prefix (recognize ~ recognition) or are a close spelling (celebrty);
+- synonyms from search_vocabulary widen the query at a lower weight;
+- a service is a result only when its matched terms carry a fair share of the
+  query's information, so "weather forecast" finds nothing rather than noise.
+matchScore, matchTerms and why describe that real match.
+"""
+
+import bisect
+import math
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import snowballstemmer
+from rapidfuzz import fuzz, process
+
+from catalog.search_vocabulary import CHINESE_SYNONYMS, ENGLISH_STOPWORDS, ENGLISH_SYNONYMS
+
+FIELD_WEIGHTS = {"ids": 3.0, "name": 3.0, "keywords": 2.5, "need": 2.0, "tags": 1.0, "description": 0.6}
+SYNONYM_WEIGHT = 0.7
+PREFIX_WEIGHT = 0.85
+TYPO_MIN_RATIO = 80
+EXACT_ID_BONUS = 100.0
+MIN_COVERAGE = 0.4
+# Chinese bigrams that straddle two words ("询异" in 查询异步) are noise, so an
+# unknown bigram weighs half an unknown English word.
+UNKNOWN_CJK_SHARE = 0.5
+
+_STEMMER = snowballstemmer.stemmer("english")
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u9fff]+")
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def _normalize(text: str) -> str:
+    return unicodedata.normalize("NFKC", _CAMEL.sub(r"\1 \2", text)).lower()
+
+
+@dataclass(frozen=True)
+class Term:
+    key: str  # what is looked up in the index
+    surface: str  # what the caller typed, for matchTerms
+
+
+def terms(text: str, *, drop_stopwords: bool = False) -> list[Term]:
+    """Index terms of a text: stemmed English words and Chinese bigrams."""
+    found = []
+    for token in _TOKEN.findall(_normalize(text)):
+        if _CJK.match(token):
+            grams = [token] if len(token) == 1 else [token[i:i + 2] for i in range(len(token) - 1)]
+            found.extend(Term(gram, gram) for gram in grams)
+        elif not (drop_stopwords and token in ENGLISH_STOPWORDS):
+            found.append(Term(_STEMMER.stemWord(token), token))
+    return found
+
+
+@dataclass
+class Entry:
+    """One service as the index sees it."""
+
+    service_id: str
+    category: str
+    identifiers: frozenset[str]
+    phrases: tuple[str, ...]
+    fields: dict[str, list[str]]
+
+
+@dataclass
+class Hit:
+    service_id: str
+    score: float
+    match_terms: list[str] = field(default_factory=list)
+
+    @property
+    def match_score(self) -> int:
+        return round(self.score * 10)
+
+
+def entry_for(service) -> Entry:
+    """Index fields of a catalog Service (or any object with its attributes)."""
+    need = service.use_cases[0] if service.use_cases else ""
+    identifiers = {service.id, service.internal_id, service.id.replace("-", "_"), service.upstream_action.lower(),
+                   f"/api/tools/{service.id}", f"/api/tools/{service.internal_id}"}
+    phrases = [k.lower() for k in service.keywords if " " in k.strip() or _CJK.search(k)]
+    phrases += [service.name.lower(), service.id.replace("-", " ")]
+    texts = {
+        "ids": f"{service.id} {service.internal_id} {service.upstream_action}",
+        "name": service.name,
+        "keywords": " ".join(service.keywords),
+        "need": need,
+        "tags": " ".join([service.category, *service.tags]),
+        "description": service.description,
+    }
+    return Entry(
+        service_id=service.id,
+        category=service.category,
+        identifiers=frozenset(i.lower() for i in identifiers),
+        phrases=tuple(dict.fromkeys(p for p in phrases if len(p) >= 2)),
+        fields={name: [t.key for t in terms(text)] for name, text in texts.items()},
+    )
+
+
+class SearchIndex:
+    def __init__(self, entries: list[Entry]):
+        self.entries = entries
+        self.categories = frozenset(e.category for e in entries)
+        # postings[term] = {entry index: weighted, saturated term frequency}
+        self.postings: dict[str, dict[int, float]] = defaultdict(dict)
+        for index, entry in enumerate(entries):
+            for field_name, field_terms in entry.fields.items():
+                counts: dict[str, int] = defaultdict(int)
+                for key in field_terms:
+                    counts[key] += 1
+                for key, count in counts.items():
+                    weight = FIELD_WEIGHTS[field_name] * count / (count + 1.2)
+                    self.postings[key][index] = self.postings[key].get(index, 0.0) + weight
+        total = len(entries)
+        self.idf = {key: math.log(1 + (total - len(p) + 0.5) / (len(p) + 0.5)) for key, p in self.postings.items()}
+        self.unknown_idf = math.log(1 + (total + 0.5) / 0.5)
+        self.sorted_terms = sorted(k for k in self.postings if not _CJK.match(k))
+        self.spellings = {t.surface: t.key for e in entries for t in terms(" ".join(e.phrases)) if len(t.surface) > 3}
+        self.spelling_list = list(self.spellings)
+
+    def _prefix_matches(self, key: str) -> list[str]:
+        """Known stems that extend `key` or that `key` extends (recogn ~ recognit)."""
+        if len(key) < 5:
+            return []
+        start = bisect.bisect_left(self.sorted_terms, key)
+        longer = []
+        for candidate in self.sorted_terms[start:]:
+            if not candidate.startswith(key):
+                break
+            longer.append(candidate)
+        shorter = [key[:n] for n in range(5, len(key)) if key[:n] in self.postings]
+        return longer + shorter
+
+    def _typo_matches(self, surface: str) -> list[tuple[str, float]]:
+        if len(surface) < 4 or _CJK.match(surface):
+            return []
+        found = process.extract(surface, self.spelling_list, scorer=fuzz.ratio, score_cutoff=TYPO_MIN_RATIO, limit=2)
+        return [(self.spellings[word], score / 100) for word, score, _ in found]
+
+    def _expand(self, query: str) -> tuple[dict[str, list[tuple[str, float]]], float]:
+        """Query surfaces -> [(index key, weight)], and the query's total information."""
+        expansions: dict[str, list[tuple[str, float]]] = {}
+        information = 0.0
+        for term in terms(query, drop_stopwords=True):
+            if term.surface in expansions:
+                continue
+            options = []
+            if term.key in self.postings:
+                options.append((term.key, 1.0))
+            options += [(k, PREFIX_WEIGHT) for k in self._prefix_matches(term.key) if k != term.key]
+            if not options:
+                options += self._typo_matches(term.surface)
+            for synonym in ENGLISH_SYNONYMS.get(term.surface, []):
+                options += [(t.key, SYNONYM_WEIGHT) for t in terms(synonym)]
+            expansions[term.surface] = options
+            known = [self.idf[key] for key, _ in options if key in self.idf]
+            if known:
+                information += max(known)
+            else:
+                information += self.unknown_idf * (UNKNOWN_CJK_SHARE if _CJK.match(term.surface) else 1.0)
+        for word, synonyms in CHINESE_SYNONYMS.items():
+            if word in query:
+                for synonym in synonyms:
+                    expansions.setdefault(synonym, []).extend((t.key, SYNONYM_WEIGHT) for t in terms(synonym))
+        return expansions, information
+
+    def search(self, query: str, *, category: str | None = None) -> list[Hit]:
+        """Every matching service, best first."""
+        normalized = _normalize(query).strip()
+        allowed = range(len(self.entries)) if category is None else [
+            i for i, e in enumerate(self.entries) if e.category == category]
+        allowed_set = set(allowed)
+        scores: dict[int, float] = defaultdict(float)
+        matched: dict[int, dict[str, float]] = defaultdict(dict)
+        expansions, information = self._expand(query)
+        for surface, options in expansions.items():
+            best: dict[int, float] = {}
+            for key, weight in options:
+                idf = self.idf.get(key, 0.0)
+                for index, tf in self.postings.get(key, {}).items():
+                    if index in allowed_set:
+                        best[index] = max(best.get(index, 0.0), idf * weight * tf)
+            for index, value in best.items():
+                scores[index] += value
+                matched[index][surface] = max((self.idf.get(k, 0) for k, _ in options), default=0)
+        hits = []
+        wanted = {normalized, normalized.replace(" ", ""), query.strip().lower()}
+        spaced = re.sub(r"[-_/]+", " ", normalized)
+        for index in allowed:
+            entry = self.entries[index]
+            exact = bool(entry.identifiers & wanted)
+            phrases = [p for p in entry.phrases if p in spaced and len(p) > 3]
+            if not exact and index not in scores:
+                continue
+            covered = sum(matched[index].values())
+            if not exact and information and covered / information < MIN_COVERAGE:
+                continue
+            score = scores[index] + (EXACT_ID_BONUS if exact else 0.0) + 1.5 * len(phrases)
+            surfaces = ([query.strip()] if exact else []) + phrases + [
+                s for s in matched[index] if not any(s in p for p in phrases)]
+            hits.append(Hit(entry.service_id, score, list(dict.fromkeys(surfaces))))
+        hits.sort(key=lambda hit: (-hit.score, hit.service_id))
+        return hits

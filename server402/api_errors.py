@@ -1,0 +1,43 @@
+"""One error shape for every API answer: {"error": "...", ...details}.
+
+Seed 001's errorExamples answer with a single `error` sentence; DRF's default
+is a dict of field lists. Agents read the sentence, so it comes first.
+"""
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error with a status, a sentence and optional extra fields."""
+
+    def __init__(self, message: str, *, status_code: int = status.HTTP_400_BAD_REQUEST, **extra):
+        super().__init__(message)
+        self.status_code = status_code
+        self.extra = extra
+
+
+def _first_message(detail) -> tuple[str, str | None]:
+    """The first validation message, with the field it belongs to."""
+    if isinstance(detail, dict):
+        field, messages = next(iter(detail.items()))
+        message, _ = _first_message(messages)
+        return (message if field == "non_field_errors" else f"{field}: {message}"), field
+    if isinstance(detail, list):
+        return _first_message(detail[0])
+    return str(detail), None
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ApiError):
+        return Response({"error": str(exc.detail), **exc.extra}, status=exc.status_code)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        message, field = _first_message(exc.detail)
+        response.data = {"error": message, "field": field, "details": exc.detail}
+    else:
+        response.data = {"error": str(exc.detail)}
+    return response

@@ -1,0 +1,216 @@
+"""Server402 settings: one module, every value from the environment.
+
+A malformed value stops start-up with a message naming the variable (see
+server402/environment.py). Secrets are never given defaults that could reach
+production: SECRET_KEY must be set (`make run` writes a random one to .env).
+"""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from server402.environment import (
+    env_bool,
+    env_choice,
+    env_evm_address,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("SERVER402_VAR_DIR", str(BASE_DIR / "var")))
+
+# .env is a convenience for local runs; variables already in the environment win.
+environ.Env.read_env(BASE_DIR / ".env")
+
+# --- Mode -------------------------------------------------------------------
+# sandbox: the built-in Alibaba Cloud emulator and an in-process x402 facilitator
+# on Base Sepolia. live: the real upstream and a remote facilitator on Base.
+SERVER402_MODE = env_choice("SERVER402_MODE", "sandbox", ("sandbox", "live"))
+SANDBOX = SERVER402_MODE == "sandbox"
+
+SECRET_KEY = env_str("SECRET_KEY", required=True)
+DEBUG = env_bool("DEBUG", False)
+
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+# Every absolute URL Server402 prints (service pages, 402 bodies, llms.txt)
+# comes from here, never from the request's Host header.
+PUBLIC_BASE_URL = env_url("PUBLIC_BASE_URL", f"http://localhost:{PORT}")
+if not SANDBOX and not PUBLIC_BASE_URL.startswith("https://"):
+    raise ImproperlyConfigured("PUBLIC_BASE_URL must be an https URL in live mode.")
+
+ALLOWED_HOSTS = env_list(
+    "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", urlsplit(PUBLIC_BASE_URL).hostname]
+)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [PUBLIC_BASE_URL])
+
+# --- Upstream: Alibaba Cloud ------------------------------------------------
+ALIBABA_CLOUD_ACCESS_KEY_ID = env_str("ALIBABA_CLOUD_ACCESS_KEY_ID")
+ALIBABA_CLOUD_ACCESS_KEY_SECRET = env_str("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+if bool(ALIBABA_CLOUD_ACCESS_KEY_ID) != bool(ALIBABA_CLOUD_ACCESS_KEY_SECRET):
+    raise ImproperlyConfigured(
+        "Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither."
+    )
+ALIBABA_CLOUD_REGION = env_str("ALIBABA_CLOUD_REGION", "cn-shanghai")
+
+# --- Payments: x402 -----------------------------------------------------------
+X402_NETWORK = "eip155:84532" if SANDBOX else "eip155:8453"
+# USDC on Base Sepolia (sandbox) and on Base mainnet (live).
+X402_ASSET = (
+    "0x036CbD53842c5426634e7929541eC2318f3dCF7e" if SANDBOX else "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+)
+X402_FACILITATOR_URL = env_url("X402_FACILITATOR_URL")
+# The sandbox payee is a well-known throwaway address: sandbox money is not real.
+X402_PAY_TO = env_evm_address(
+    "X402_PAY_TO", "0x000000000000000000000000000000000000dEaD" if SANDBOX else None
+)
+if not SANDBOX and not (X402_PAY_TO and X402_FACILITATOR_URL):
+    raise ImproperlyConfigured("Live mode needs X402_PAY_TO and X402_FACILITATOR_URL.")
+
+DEFAULT_PRICING_POLICY = env_str("SERVER402_DEFAULT_PRICING_POLICY", "aliyun-viapi")
+
+# --- Catalog search -----------------------------------------------------------
+CATALOG_SEARCH_MAX_LIMIT = 100
+CATALOG_SEARCH_MAX_QUERY_LENGTH = 500
+
+# --- Django -----------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_htmx",
+    "catalog",
+    "payments",
+    "health",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "server402.urls"
+WSGI_APPLICATION = "server402.wsgi.application"
+ASGI_APPLICATION = "server402.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "server402.context_processors.mode",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict:
+    config = environ.Env.db_url_config(url)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Web workers and the Celery worker share one file: WAL lets readers run
+        # beside a writer, IMMEDIATE avoids deadlocked upgrades, timeout waits.
+        config["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    else:
+        config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+try:
+    DATABASES = {
+        "default": _database(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'server402.sqlite3'}"))
+    }
+except (KeyError, ValueError) as error:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django can use: {error}") from None
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    # Shared by every process of one machine, unlike the local-memory cache.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the app folders so a fresh checkout needs no collectstatic.
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "EXCEPTION_HANDLER": "server402.api_errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+# --- Celery -----------------------------------------------------------------
+# Without Redis, Celery uses a broker kept in files under var/: enough for one
+# machine (`make run`), with no server to install.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "celery-broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE: dict = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()},
+}
