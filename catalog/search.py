@@ -30,10 +30,15 @@ SYNONYM_WEIGHT = 0.7
 PREFIX_WEIGHT = 0.85
 TYPO_MIN_RATIO = 80
 EXACT_ID_BONUS = 100.0
-MIN_COVERAGE = 0.4
+MIN_COVERAGE = 0.25
 # Chinese bigrams that straddle two words ("询异" in 查询异步) are noise, so an
-# unknown bigram weighs half an unknown English word.
-UNKNOWN_CJK_SHARE = 0.5
+# unknown bigram weighs half an unknown English word, and a bigram holding a
+# function character (这张, 几个, 图片) tells nothing about the need at all.
+UNKNOWN_CJK_SHARE = 0.3
+
+
+CJK_STOP_CHARACTERS = frozenset("这那张个些里有是的了吗呢吧么什怎样我你他她它们帮请把给让能可以一下图片照像看")
+CJK_CHARACTER_WEIGHT = 0.4
 
 _STEMMER = snowballstemmer.stemmer("english")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
@@ -56,8 +61,10 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[Term]:
     found = []
     for token in _TOKEN.findall(_normalize(text)):
         if _CJK.match(token):
-            grams = [token] if len(token) == 1 else [token[i:i + 2] for i in range(len(token) - 1)]
-            found.extend(Term(gram, gram) for gram in grams)
+            found.extend(Term(token[i:i + 2], token[i:i + 2]) for i in range(len(token) - 1))
+            # Single characters carry meaning in Chinese (瘦 in 把脸P瘦一点 ~ 瘦脸):
+            # indexed beside the bigrams, and weighted down in search.
+            found.extend(Term(char, char) for char in token if char not in CJK_STOP_CHARACTERS)
         elif not (drop_stopwords and token in ENGLISH_STOPWORDS):
             found.append(Term(_STEMMER.stemWord(token), token))
     return found
@@ -149,31 +156,43 @@ class SearchIndex:
         found = process.extract(surface, self.spelling_list, scorer=fuzz.ratio, score_cutoff=TYPO_MIN_RATIO, limit=2)
         return [(self.spellings[word], score / 100) for word, score, _ in found]
 
-    def _expand(self, query: str) -> tuple[dict[str, list[tuple[str, float]]], float]:
-        """Query surfaces -> [(index key, weight)], and the query's total information."""
+    def _information(self, term: Term, options: list[tuple[str, float]]) -> float:
+        """How much a query term says about the need: the rarity of its best known form."""
+        if _CJK.match(term.surface) and CJK_STOP_CHARACTERS.intersection(term.surface):
+            return 0.0
+        known = [self.idf[key] * weight for key, weight in options if key in self.idf]
+        if known:
+            return max(known)
+        return self.unknown_idf * (UNKNOWN_CJK_SHARE if _CJK.match(term.surface) else 1.0)
+
+    def _expand(self, query: str) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
+        """Query surfaces -> [(index key, weight)], and the information each surface carries."""
         expansions: dict[str, list[tuple[str, float]]] = {}
-        information = 0.0
+        information: dict[str, float] = {}
         for term in terms(query, drop_stopwords=True):
             if term.surface in expansions:
                 continue
             options = []
             if term.key in self.postings:
-                options.append((term.key, 1.0))
+                options.append((term.key, CJK_CHARACTER_WEIGHT if len(term.key) == 1 and _CJK.match(term.key) else 1.0))
             options += [(k, PREFIX_WEIGHT) for k in self._prefix_matches(term.key) if k != term.key]
             if not options:
                 options += self._typo_matches(term.surface)
             for synonym in ENGLISH_SYNONYMS.get(term.surface, []):
                 options += [(t.key, SYNONYM_WEIGHT) for t in terms(synonym)]
             expansions[term.surface] = options
-            known = [self.idf[key] for key, _ in options if key in self.idf]
-            if known:
-                information += max(known)
-            else:
-                information += self.unknown_idf * (UNKNOWN_CJK_SHARE if _CJK.match(term.surface) else 1.0)
+            information[term.surface] = self._information(term, options)
+        # A Chinese phrase the vocabulary knows stands for a concept of its own:
+        # its bigrams are explained by it, and it carries its own information.
         for word, synonyms in CHINESE_SYNONYMS.items():
-            if word in query:
-                for synonym in synonyms:
-                    expansions.setdefault(synonym, []).extend((t.key, SYNONYM_WEIGHT) for t in terms(synonym))
+            if word not in query:
+                continue
+            for gram in terms(word):
+                information[gram.surface] = 0.0
+            for synonym in synonyms:
+                options = [(t.key, SYNONYM_WEIGHT) for t in terms(synonym)]
+                expansions.setdefault(synonym, []).extend(options)
+                information[synonym] = max((self.idf.get(k, 0.0) for k, _ in options), default=0.0)
         return expansions, information
 
     def search(self, query: str, *, category: str | None = None) -> list[Hit]:
@@ -185,6 +204,7 @@ class SearchIndex:
         scores: dict[int, float] = defaultdict(float)
         matched: dict[int, dict[str, float]] = defaultdict(dict)
         expansions, information = self._expand(query)
+        total_information = sum(information.values())
         for surface, options in expansions.items():
             best: dict[int, float] = {}
             for key, weight in options:
@@ -194,7 +214,7 @@ class SearchIndex:
                         best[index] = max(best.get(index, 0.0), idf * weight * tf)
             for index, value in best.items():
                 scores[index] += value
-                matched[index][surface] = max((self.idf.get(k, 0) for k, _ in options), default=0)
+                matched[index][surface] = information.get(surface, 0.0)
         hits = []
         wanted = {normalized, normalized.replace(" ", ""), query.strip().lower()}
         spaced = re.sub(r"[-_/]+", " ", normalized)
@@ -204,10 +224,12 @@ class SearchIndex:
             phrases = [p for p in entry.phrases if p in spaced and len(p) > 3]
             if not exact and index not in scores:
                 continue
-            covered = sum(matched[index].values())
-            if not exact and information and covered / information < MIN_COVERAGE:
+            coverage = sum(matched[index].values()) / total_information if total_information else 0.0
+            if not exact and coverage < MIN_COVERAGE:
                 continue
-            score = scores[index] + (EXACT_ID_BONUS if exact else 0.0) + 1.5 * len(phrases)
+            # Coordination: a service that answers more of the query ranks above
+            # one that answers one word of it many times.
+            score = scores[index] * min(coverage, 1.0) + (EXACT_ID_BONUS if exact else 0.0) + 1.5 * len(phrases)
             surfaces = ([query.strip()] if exact else []) + phrases + [
                 s for s in matched[index] if not any(s in p for p in phrases)]
             hits.append(Hit(entry.service_id, score, list(dict.fromkeys(surfaces))))

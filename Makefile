@@ -1,0 +1,35 @@
+# Server402: `make run` serves the sandbox on $PORT; `make test` runs the suite.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+# Processes started by honcho get their own PORT, so every URL is pinned here.
+export PUBLIC_BASE_URL ?= http://localhost:$(PORT)
+
+.PHONY: run test bench install
+
+$(VENV)/.installed: requirements.txt
+	@python=$$(bin/find-python) || exit 1; \
+	if [ ! -x $(PY) ]; then echo "Creating $(VENV) with $$python"; "$$python" -m venv $(VENV) || exit 1; fi; \
+	echo "Installing pinned dependencies"; \
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt && touch $@
+
+install: $(VENV)/.installed
+
+# A random SECRET_KEY for this checkout, written once; the environment still wins.
+.env:
+	@echo "SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" > .env
+
+run: install .env
+	@$(PY) manage.py migrate --no-input -v 0
+	@$(PY) manage.py import_catalog | tail -n 1
+	@$(PY) manage.py create_operator
+	@echo "Serving $(PUBLIC_BASE_URL) (sandbox unless SERVER402_MODE=live); Ctrl-C stops everything."
+	@exec $(VENV)/bin/honcho -f Procfile start -p $(PORT)
+
+test: install
+	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	SECRET_KEY=bench-only-not-a-secret $(PY) bench/run.py
