@@ -13,6 +13,8 @@ from catalog.catalog_files import CatalogFileError, catalog_specs
 from catalog.models import PricingPolicy, Service
 
 REFERENCE_CATALOG = Path(__file__).resolve().parent / "reference" / "catalog.json"
+# Kept in a service's import snapshot: whether it came from raw metadata or a curated catalog file.
+SOURCE_KIND = "_source"
 
 
 class CatalogImportError(Exception):
@@ -133,18 +135,25 @@ def catalog_import(*, paths: list[Path], overwrite: bool = False) -> ImportRepor
                 # Generic ids like "get-async-job-result" recur across products.
                 spec["id"] = f"{spec['upstream_product']}-{spec['id']}"
             service = _existing(spec)
-            if service is not None and service.id != spec["id"]:
+            source = "metadata" if generated else "catalog"
+            if service is not None and (
+                service.id != spec["id"] or (generated and service.imported.get(SOURCE_KIND) != "metadata")
+            ):
+                # Raw metadata never overrides a curated entry of the same action.
                 report.skipped[spec["id"]] = f"{spec['upstream_action']} is already in the catalog as {service.id}"
                 continue
             fields = {**spec, "pricing_policy_id": policy.id, "imported_from": str(path)}
             fields.pop("id")
             if service is None:
-                service = Service(id=spec["id"], **fields, imported=dict(fields))
+                service = Service(id=spec["id"], **fields, imported={**fields, SOURCE_KIND: source})
                 _save(service, path, new=True)
                 report.created.append(service.id)
                 continue
+            snapshot = dict(service.imported)
             changed, kept = _merge(service, fields, overwrite=overwrite)
-            _save(service, path, new=False)
+            service.imported[SOURCE_KIND] = source
+            if changed or service.imported != snapshot:
+                _save(service, path, new=False)
             if set(changed) - {"imported_from"}:
                 report.updated[service.id] = changed
             else:

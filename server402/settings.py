@@ -5,6 +5,7 @@ server402/environment.py). Secrets are never given defaults that could reach
 production: SECRET_KEY must be set (`make run` writes a random one to .env).
 """
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,8 +25,11 @@ from server402.environment import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SERVER402_VAR_DIR", str(BASE_DIR / "var")))
 
-# .env is a convenience for local runs; variables already in the environment win.
-environ.Env.read_env(BASE_DIR / ".env")
+# .env is a convenience for local runs; variables already in the environment
+# win. SERVER402_ENV_FILE names another file, or none when empty.
+_env_file = os.environ.get("SERVER402_ENV_FILE", str(BASE_DIR / ".env"))
+if _env_file:
+    environ.Env.read_env(_env_file)
 
 # --- Mode -------------------------------------------------------------------
 # sandbox: the built-in Alibaba Cloud emulator and an in-process x402 facilitator
@@ -126,6 +130,10 @@ TEMPLATES = [
 
 
 def _database(url: str) -> dict:
+    if urlsplit(url).scheme not in environ.Env.DB_SCHEMES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is not a database URL Django can use: unknown scheme {urlsplit(url).scheme!r}"
+        )
     config = environ.Env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Web workers and the Celery worker share one file: WAL lets readers run

@@ -1,0 +1,91 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+
+from server402.environment import env_bool, env_evm_address, env_int, env_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_django(**environment) -> subprocess.CompletedProcess:
+    """Start Django in a fresh process with exactly these variables (plus PATH)."""
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": "s", "SERVER402_VAR_DIR": "/tmp/server402-settings-test",
+           "SERVER402_ENV_FILE": "",
+           **environment}
+    env = {k: v for k, v in env.items() if v is not None}
+    code = "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='server402.settings'; django.setup()"
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_it_starts_with_nothing_but_a_secret_key():
+    assert start_django().returncode == 0
+
+
+@pytest.mark.parametrize(
+    "environment, message",
+    [
+        ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        ({"SECRET_KEY": None}, "SECRET_KEY is not set"),
+        ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
+        ({"PORT": "70000"}, "PORT=70000 is out of range"),
+        ({"SERVER402_MODE": "production"}, "SERVER402_MODE='production' is not one of sandbox, live"),
+        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL is not a database URL"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL='http://127.0.0.1:6379' is not a redis/rediss URL"),
+        ({"X402_PAY_TO": "0x123"}, "X402_PAY_TO='0x123' is not an EVM address"),
+        ({"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI"}, "Set both ALIBABA_CLOUD_ACCESS_KEY_ID and"),
+        ({"SERVER402_MODE": "live", "PUBLIC_BASE_URL": "https://s402.example"},
+         "Live mode needs X402_PAY_TO and X402_FACILITATOR_URL"),
+        ({"SERVER402_MODE": "live"}, "PUBLIC_BASE_URL must be an https URL in live mode"),
+    ],
+)
+def test_it_refuses_to_start_on_a_bad_value(environment, message):
+    result = start_django(**environment)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_debug_is_off_unless_asked(monkeypatch):
+    monkeypatch.delenv("DEBUG", raising=False)
+    assert env_bool("DEBUG", False) is False
+    assert settings.DEBUG is False
+
+
+@pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)])
+def test_env_bool_reads_the_usual_spellings(monkeypatch, raw, expected):
+    monkeypatch.setenv("FLAG", raw)
+    assert env_bool("FLAG", not expected) is expected
+
+
+def test_typed_helpers_fail_loudly(monkeypatch):
+    monkeypatch.setenv("N", "1.5")
+    with pytest.raises(ImproperlyConfigured, match="N='1.5' is not a whole number"):
+        env_int("N", 1)
+    monkeypatch.setenv("U", "ftp://files")
+    with pytest.raises(ImproperlyConfigured, match="not a http/https URL"):
+        env_url("U")
+    monkeypatch.setenv("A", "0x" + "g" * 40)
+    with pytest.raises(ImproperlyConfigured, match="not an EVM address"):
+        env_evm_address("A")
+
+
+def test_the_configured_cache_round_trips():
+    """With REDIS_URL this is Redis, as in production; without it, the shared file cache."""
+    expected = "RedisCache" if settings.REDIS_URL else "FileBasedCache"
+    cache = caches["default"]
+    assert type(cache).__name__ == expected
+    cache.set("server402-test", {"ok": 1}, 5)
+    assert cache.get("server402-test") == {"ok": 1}
+    cache.delete("server402-test")
+
+
+def test_celery_uses_redis_when_given_and_files_otherwise():
+    from server402.celery import app
+
+    assert app.conf.broker_url == (settings.REDIS_URL or "filesystem://")
