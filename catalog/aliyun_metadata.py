@@ -161,39 +161,42 @@ def _property(name: str, schema: dict, curated: dict) -> dict:
                 _typed_example(schema, value) if key == "default" else _number(value))
     if kind == "array":
         items = schema.get("items") or {}
-        curated_items = (curated.get("items") or {}).get("properties", {})
-        if items.get("type") == "object":
-            prop["items"] = {
-                "type": "object",
-                "properties": {
-                    sub: _property(sub, sub_schema, curated_items.get(sub, {}))
-                    for sub, sub_schema in (items.get("properties") or {}).items()
-                },
-            }
-            required = [sub for sub, s in (items.get("properties") or {}).items() if s.get("required")]
-            if required:
-                prop["items"]["required"] = required
-        else:
-            prop["items"] = {"type": items.get("type", "string")}
-    prop.update({k: v for k, v in curated.items() if k != "items"})
+        prop["items"] = _object(items, curated.get("items") or {}) if items.get("type") == "object" else {
+            "type": items.get("type", "string")}
+    elif kind == "object":
+        prop.update(_object(schema, curated))
+    prop.update({k: v for k, v in curated.items() if k not in ("items", "properties")})
     return prop
 
 
+def _object(schema: dict, curated: dict) -> dict:
+    """An object's JSON Schema from metadata, with curated wording of its fields."""
+    curated_fields = curated.get("properties") or {}
+    fields = schema.get("properties") or {}
+    result = {"type": "object", "properties": {
+        name: _property(name, field_schema, curated_fields.get(name, {})) for name, field_schema in fields.items()}}
+    required = [name for name, field_schema in fields.items() if field_schema.get("required")]
+    if required:
+        result["required"] = required
+    return result
+
+
 def _example_value(name: str, schema: dict):
-    if schema.get("type") == "string" and _is_url(name, schema):
+    """The metadata's example, typed; nested objects and arrays built from their fields' examples."""
+    kind = schema.get("type")
+    if kind == "string" and _is_url(name, schema):
         return schema.get("example") or EXAMPLE_IMAGE_URL
-    if schema.get("type") == "array":
-        items = schema.get("items") or {}
-        if items.get("type") == "object":
-            item = {
-                sub: _example_value(sub, sub_schema)
-                for sub, sub_schema in (items.get("properties") or {}).items()
-                if sub_schema.get("example") and (_is_url(sub, sub_schema) or sub_schema.get("required"))
-            }
-            return [item] if item else []
-        return []
+    if kind == "object":
+        fields = {sub: _example_value(sub, sub_schema) for sub, sub_schema in (schema.get("properties") or {}).items()}
+        return {sub: value for sub, value in fields.items() if value not in (None, [], {})} or None
+    if kind == "array":
+        item = _example_value(name, schema.get("items") or {})
+        return [item] if item not in (None, {}) else []
     example = schema.get("example")
-    return _typed_example(schema, example) if example not in (None, "") else None
+    # Alibaba masks sample base64 payloads ("/9j/4AAQ****"); they are not usable values.
+    if example in (None, "") or "**" in str(example):
+        return None
+    return _typed_example(schema, example)
 
 
 def _example_response(action: str, api: dict) -> dict:
@@ -292,7 +295,9 @@ def service_spec(product: str, version: str, action: str, api: dict, curated: di
         "upstream_action": action,
         "upstream_method": method,
         "upstream_parameters": binding,
-        "upstream_async": curated.get("async", "异步" in (api.get("description") or "")),
+        # An async action tells its callers to poll GetAsyncJobResult for the result.
+        "upstream_async": curated.get(
+            "async", action != "GetAsyncJobResult" and "GetAsyncJobResult" in (api.get("description") or "")),
     }
 
 

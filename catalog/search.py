@@ -230,8 +230,10 @@ class SearchIndex:
             # Coordination: a service that answers more of the query ranks above
             # one that answers one word of it many times.
             score = scores[index] * min(coverage, 1.0) + (EXACT_ID_BONUS if exact else 0.0) + 1.5 * len(phrases)
-            surfaces = ([query.strip()] if exact else []) + phrases + [
-                s for s in matched[index] if not any(s in p for p in phrases)]
+            words = [s for s in matched[index] if not any(s in p for p in phrases)]
+            # A single Chinese character already inside a matched word adds nothing to the explanation.
+            words = [w for w in words if not (len(w) == 1 and any(w in o for o in words if len(o) > 1))]
+            surfaces = ([query.strip()] if exact else []) + phrases + words
             hits.append(Hit(entry.service_id, score, list(dict.fromkeys(surfaces))))
         hits.sort(key=lambda hit: (-hit.score, hit.service_id))
         return hits

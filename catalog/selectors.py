@@ -56,6 +56,8 @@ class _IndexCache:
 
     The version (row count and newest update) comes from one indexed query per
     search, so every process sees an edit made by any other at its next search.
+    Writes go through Model.save() (services, admin, dashboard), which stamps
+    updated_at; a bare QuerySet.update() would not be seen.
     """
 
     def __init__(self):

@@ -23,7 +23,6 @@ METADATA = {
     "facebody": "aliyun-openapi-metadata/zh_cn/facebody/2019-12-30-sep2024/api-docs.json",
 }
 SEED_ONLY_ACTIONS = {"RecognizeVehicleType", "DetectFruits"}
-ASYNC_ACTIONS = {("imagerecog", "TaggingAdImage")}
 
 
 def _entry(spec: dict) -> dict:
@@ -69,7 +68,6 @@ def build(shared: Path) -> list[dict]:
         specs = {s["upstream_action"]: s for s in metadata_specs({**document, "apis": actions}, curation)}
         for action, spec in sorted(specs.items()):
             spec.pop("state")
-            spec["upstream_async"] = (product, action) in ASYNC_ACTIONS or spec["upstream_async"]
             if action in seed_by_action:
                 verbatim = {k: v for k, v in seed_by_action[action].items() if k not in SEED_DERIVED}
                 entries.append({**verbatim, **_upstream(spec)})
