@@ -14,11 +14,13 @@ matchScore, matchTerms and why describe that real match.
 """
 
 import bisect
+import functools
 import math
 import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import snowballstemmer
 from rapidfuzz import fuzz, process
@@ -46,18 +48,27 @@ _TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u9fff]+")
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
 
+@functools.lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    # The catalog's vocabulary is small and stemming is pure Python: memoize.
+    return _STEMMER.stemWord(word)
+
+
 def _normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", _CAMEL.sub(r"\1 \2", text)).lower()
 
 
-@dataclass(frozen=True)
-class Term:
+class Term(NamedTuple):
     key: str  # what is looked up in the index
     surface: str  # what the caller typed, for matchTerms
 
 
-def terms(text: str, *, drop_stopwords: bool = False) -> list[Term]:
-    """Index terms of a text: stemmed English words and Chinese bigrams."""
+@functools.lru_cache(maxsize=16384)
+def terms(text: str, *, drop_stopwords: bool = False) -> tuple[Term, ...]:
+    """Index terms of a text: stemmed English words, Chinese bigrams and characters.
+
+    Memoized: field texts (tags, generic use cases, descriptions) repeat across services.
+    """
     found = []
     for token in _TOKEN.findall(_normalize(text)):
         if _CJK.match(token):
@@ -66,8 +77,8 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[Term]:
             # indexed beside the bigrams, and weighted down in search.
             found.extend(Term(char, char) for char in token if char not in CJK_STOP_CHARACTERS)
         elif not (drop_stopwords and token in ENGLISH_STOPWORDS):
-            found.append(Term(_STEMMER.stemWord(token), token))
-    return found
+            found.append(Term(_stem(token), token))
+    return tuple(found)
 
 
 @dataclass
@@ -120,6 +131,7 @@ class SearchIndex:
     def __init__(self, entries: list[Entry]):
         self.entries = entries
         self.categories = frozenset(e.category for e in entries)
+        self.by_identifier = {identifier: index for index, e in enumerate(entries) for identifier in e.identifiers}
         # postings[term] = {entry index: weighted, saturated term frequency}
         self.postings: dict[str, dict[int, float]] = defaultdict(dict)
         for index, entry in enumerate(entries):
@@ -134,7 +146,7 @@ class SearchIndex:
         self.idf = {key: math.log(1 + (total - len(p) + 0.5) / (len(p) + 0.5)) for key, p in self.postings.items()}
         self.unknown_idf = math.log(1 + (total + 0.5) / 0.5)
         self.sorted_terms = sorted(k for k in self.postings if not _CJK.match(k))
-        self.spellings = {t.surface: t.key for e in entries for t in terms(" ".join(e.phrases)) if len(t.surface) > 3}
+        self.spellings = {t.surface: t.key for e in entries for p in e.phrases for t in terms(p) if len(t.surface) > 3}
         self.spelling_list = list(self.spellings)
 
     def _prefix_matches(self, key: str) -> list[str]:
@@ -198,42 +210,57 @@ class SearchIndex:
     def search(self, query: str, *, category: str | None = None) -> list[Hit]:
         """Every matching service, best first."""
         normalized = _normalize(query).strip()
-        allowed = range(len(self.entries)) if category is None else [
-            i for i, e in enumerate(self.entries) if e.category == category]
-        allowed_set = set(allowed)
         scores: dict[int, float] = defaultdict(float)
         matched: dict[int, dict[str, float]] = defaultdict(dict)
         expansions, information = self._expand(query)
         total_information = sum(information.values())
-        for surface, options in expansions.items():
+        # MaxScore pruning: surfaces go from most to least informative; once the
+        # ones left cannot lift a new service over MIN_COVERAGE, they only add to
+        # services already found, so common words do not walk whole postings.
+        ordered = sorted(expansions, key=lambda surface: -information.get(surface, 0.0))
+        left = total_information
+        for surface in ordered:
+            open_to_new = not total_information or left / total_information >= MIN_COVERAGE
+            left -= information.get(surface, 0.0)
             best: dict[int, float] = {}
-            for key, weight in options:
-                idf = self.idf.get(key, 0.0)
-                for index, tf in self.postings.get(key, {}).items():
-                    if index in allowed_set:
-                        best[index] = max(best.get(index, 0.0), idf * weight * tf)
+            for key, weight in expansions[surface]:
+                postings = self.postings.get(key)
+                if not postings:
+                    continue
+                factor = self.idf[key] * weight
+                if open_to_new or len(scores) > len(postings):
+                    pairs = postings.items()
+                else:
+                    pairs = ((i, postings[i]) for i in scores if i in postings)
+                for index, tf in pairs:
+                    if open_to_new or index in scores:
+                        value = factor * tf
+                        if value > best.get(index, 0.0):
+                            best[index] = value
+            surface_information = information.get(surface, 0.0)
             for index, value in best.items():
                 scores[index] += value
-                matched[index][surface] = information.get(surface, 0.0)
-        hits = []
+                matched[index][surface] = surface_information
         wanted = {normalized, normalized.replace(" ", ""), query.strip().lower()}
+        exact = {self.by_identifier[w] for w in wanted if w in self.by_identifier}
         spaced = re.sub(r"[-_/]+", " ", normalized)
-        for index in allowed:
+        hits = []
+        for index in exact | set(scores):
             entry = self.entries[index]
-            exact = bool(entry.identifiers & wanted)
-            phrases = [p for p in entry.phrases if p in spaced and len(p) > 3]
-            if not exact and index not in scores:
+            if category is not None and entry.category != category:
                 continue
+            is_exact = index in exact
             coverage = sum(matched[index].values()) / total_information if total_information else 0.0
-            if not exact and coverage < MIN_COVERAGE:
+            if not is_exact and coverage < MIN_COVERAGE:
                 continue
+            phrases = [p for p in entry.phrases if len(p) > 3 and p in spaced]
             # Coordination: a service that answers more of the query ranks above
             # one that answers one word of it many times.
-            score = scores[index] * min(coverage, 1.0) + (EXACT_ID_BONUS if exact else 0.0) + 1.5 * len(phrases)
+            score = scores[index] * min(coverage, 1.0) + (EXACT_ID_BONUS if is_exact else 0.0) + 1.5 * len(phrases)
             words = [s for s in matched[index] if not any(s in p for p in phrases)]
             # A single Chinese character already inside a matched word adds nothing to the explanation.
             words = [w for w in words if not (len(w) == 1 and any(w in o for o in words if len(o) > 1))]
-            surfaces = ([query.strip()] if exact else []) + phrases + words
+            surfaces = ([query.strip()] if is_exact else []) + phrases + words
             hits.append(Hit(entry.service_id, score, list(dict.fromkeys(surfaces))))
         hits.sort(key=lambda hit: (-hit.score, hit.service_id))
         return hits
