@@ -1,5 +1,7 @@
 # Server402: `make run` serves the sandbox on $PORT; `make test` runs the suite.
 SHELL := /bin/bash
+# A failing step of a pipe (import_catalog | tail) must fail the target.
+.SHELLFLAGS := -eo pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
