@@ -32,11 +32,16 @@ SYNONYM_WEIGHT = 0.7
 PREFIX_WEIGHT = 0.85
 TYPO_MIN_RATIO = 80
 EXACT_ID_BONUS = 100.0
-MIN_COVERAGE = 0.25
-# Chinese bigrams that straddle two words ("询异" in 查询异步) are noise, so an
-# unknown bigram weighs half an unknown English word, and a bigram holding a
-# function character (这张, 几个, 图片) tells nothing about the need at all.
-UNKNOWN_CJK_SHARE = 0.3
+# A result must match at least this share of the query's information and, when
+# it leaves part of the query unanswered, this much information in all (about
+# one moderately rare word): "read the text on this invoice" finds no face tool.
+MIN_COVERAGE = 0.2
+MIN_EVIDENCE = 4.0
+# Chinese bigrams that straddle two words ("询异" in 查询异步) are mostly noise,
+# so a bigram the catalog does not know carries a little information (enough
+# that the query is not fully answered), and one holding a function character
+# (这张, 几个, 图片) carries none.
+UNKNOWN_CJK_SHARE = 0.1
 
 
 CJK_STOP_CHARACTERS = frozenset("这那张个些里有是的了吗呢吧么什怎样我你他她它们帮请把给让能可以一下图片照像看")
@@ -250,8 +255,13 @@ class SearchIndex:
             if category is not None and entry.category != category:
                 continue
             is_exact = index in exact
-            coverage = sum(matched[index].values()) / total_information if total_information else 0.0
-            if not is_exact and coverage < MIN_COVERAGE:
+            evidence = sum(matched[index].values())
+            coverage = evidence / total_information if total_information else 0.0
+            # Evidence matters only when part of the query went unanswered: "face"
+            # alone is fully answered by every face tool, however common the word.
+            # Stray Chinese characters (天 in 天气预报) never answer a query alone.
+            answered = coverage >= 0.999 and any(len(s) > 1 or not _CJK.match(s) for s in matched[index])
+            if not is_exact and (coverage < MIN_COVERAGE or (not answered and evidence < MIN_EVIDENCE)):
                 continue
             phrases = [p for p in entry.phrases if len(p) > 3 and p in spaced]
             # Coordination: a service that answers more of the query ranks above

@@ -7,12 +7,13 @@ from catalog.models import Service
 
 pytestmark = pytest.mark.django_db
 JUDGED = json.loads((Path(__file__).parent / "judged_queries.json").read_text())
-# Floors set from the judged set when it was written (111 queries, judged
-# without looking at the ranker), a margin below what the ranker first scored
-# on it: recall@1 0.63, MRR@5 0.67, 11 of 14 no-tool queries answered empty.
-RECALL_AT_1_FLOOR = 0.58
-MRR_AT_5_FLOOR = 0.62
-EMPTY_WHEN_NOTHING_FITS_FLOOR = 0.7
+# Product targets for the judged set (111 queries judged from what each tool
+# does, without the ranker): the right tool first for two queries in three, in
+# Chinese for more than half, and an empty answer for three no-tool queries in five.
+RECALL_AT_1_FLOOR = 0.67
+MRR_AT_5_FLOOR = 0.70
+CHINESE_RECALL_AT_1_FLOOR = 0.55
+EMPTY_WHEN_NOTHING_FITS_FLOOR = 0.6
 
 
 def search(api, **params):
@@ -69,27 +70,28 @@ def test_an_exact_id_outranks_any_text_match(api):
 
 
 def test_it_holds_recall_and_mrr_above_the_floor_on_the_judged_set(api):
-    recall, reciprocal, judged, empty_ok, nothing_fits = 0, 0.0, 0, 0, 0
-    misses = []
+    ranks, empty_when_nothing_fits = {}, []
     for case in JUDGED:
         ids = [s["id"] for s in search(api, q=case["query"], limit=5).json()["services"]]
         if not case["expected"]:
-            nothing_fits += 1
-            empty_ok += not ids
-            continue
-        judged += 1
-        rank = next((i for i, service_id in enumerate(ids) if service_id in case["expected"]), None)
-        recall += rank == 0
-        reciprocal += 0 if rank is None else 1 / (rank + 1)
-        if rank != 0:
-            misses.append(case["query"])
-    recall_at_1, mrr_at_5 = recall / judged, reciprocal / judged
-    print(f"\njudged set: {judged} queries with a tool, recall@1={recall_at_1:.3f} MRR@5={mrr_at_5:.3f}; "
-          f"{empty_ok}/{nothing_fits} no-tool queries answered empty")
+            empty_when_nothing_fits.append(not ids)
+        else:
+            ranks[case["query"]] = (case["lang"], next((i for i, s in enumerate(ids) if s in case["expected"]), None))
+
+    def recall_at_1(lang=None):
+        chosen = [rank for language, rank in ranks.values() if lang in (None, language)]
+        return sum(rank == 0 for rank in chosen) / len(chosen)
+
+    mrr_at_5 = sum(0 if rank is None else 1 / (rank + 1) for _, rank in ranks.values()) / len(ranks)
+    empty_share = sum(empty_when_nothing_fits) / len(empty_when_nothing_fits)
+    print(f"\njudged set: {len(ranks)} queries with a tool: recall@1={recall_at_1():.3f} "
+          f"(en {recall_at_1('en'):.3f}, zh {recall_at_1('zh'):.3f}) MRR@5={mrr_at_5:.3f}; "
+          f"{sum(empty_when_nothing_fits)}/{len(empty_when_nothing_fits)} no-tool queries answered empty")
     assert len(JUDGED) >= 80 and sum(c["lang"] == "zh" for c in JUDGED) * 2 >= len(JUDGED)
-    assert recall_at_1 >= RECALL_AT_1_FLOOR, misses
+    assert recall_at_1() >= RECALL_AT_1_FLOOR, [q for q, (_, rank) in ranks.items() if rank != 0]
+    assert recall_at_1("zh") >= CHINESE_RECALL_AT_1_FLOOR
     assert mrr_at_5 >= MRR_AT_5_FLOOR
-    assert empty_ok / nothing_fits >= EMPTY_WHEN_NOTHING_FITS_FLOOR
+    assert empty_share >= EMPTY_WHEN_NOTHING_FITS_FLOOR
 
 
 def test_a_query_with_no_fitting_tool_gets_an_honest_empty_result(api):
