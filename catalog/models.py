@@ -1,7 +1,9 @@
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
-SERVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,99}$"
+SERVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,149}$"
+# What may name a service in a URL: either id, or the MCP tool name (underscores).
+SERVICE_REFERENCE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,149}$"
 service_id_validator = RegexValidator(SERVICE_ID_PATTERN, "Use lower-case letters, digits and hyphens.")
 
 
@@ -124,7 +126,3 @@ class Service(models.Model):
     @property
     def tool_name(self) -> str:
         return self.id.replace("-", "_")
-
-    @property
-    def is_callable(self) -> bool:
-        return self.state == self.State.PUBLISHED and self.enabled

@@ -9,7 +9,7 @@ from rapidfuzz import process
 
 from catalog.documents import price_sentence, service_document
 from catalog.models import Service
-from catalog.search import SearchIndex, entry_for
+from catalog.search import Hit, SearchIndex, entry_for
 from health.selectors import quality_blocks
 from payments.instructions import payment_flow, payment_guide
 
@@ -22,10 +22,9 @@ def callable_services():
     return Service.objects.filter(state=Service.State.PUBLISHED, enabled=True).select_related("pricing_policy")
 
 
-def service_resolve(reference: str, *, callable_only: bool = True) -> Service | None:
-    """A service by canonical id, legacy internal id or MCP tool name."""
-    queryset = callable_services() if callable_only else Service.objects.select_related("pricing_policy")
-    return queryset.filter(
+def service_resolve(reference: str) -> Service | None:
+    """A callable service by canonical id, legacy internal id or MCP tool name."""
+    return callable_services().filter(
         Q(id=reference) | Q(internal_id=reference) | Q(id=reference.replace("_", "-"))
     ).first()
 
@@ -38,10 +37,10 @@ def closest_service_ids(reference: str, *, limit: int = 3) -> list[str]:
     return list(dict.fromkeys(names[name] for name, _, _ in found))[:limit]
 
 
-def catalog_documents(services) -> list[dict]:
+def catalog_documents(services, *, flow: dict | None = None) -> list[dict]:
     """Seed 001 entries, each with its quality block."""
     services = list(services)
-    flow = payment_flow()
+    flow = flow or payment_flow()
     qualities = quality_blocks([s.id for s in services])
     documents = []
     for service in services:
@@ -57,49 +56,63 @@ class _IndexCache:
     The version (row count and newest update) comes from one indexed query per
     search, so every process sees an edit made by any other at its next search.
     Writes go through Model.save() (services, admin, dashboard), which stamps
-    updated_at; a bare QuerySet.update() would not be seen.
+    updated_at; a bare QuerySet.update() would not be seen. Only the index is
+    kept: the rows of an answer are read fresh, so a price is never stale.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._version = None
         self._index = None
-        self._services: dict[str, Service] = {}
 
-    def get(self) -> tuple[SearchIndex, dict[str, Service]]:
+    def get(self) -> SearchIndex:
         version = tuple(Service.objects.aggregate(n=Count("id"), latest=Max("updated_at")).values())
         with self._lock:
             if version != self._version:
-                services = list(callable_services())
-                self._index = SearchIndex([entry_for(s) for s in services])
-                self._services = {s.id: s for s in services}
+                self._index = SearchIndex([entry_for(s) for s in callable_services()])
                 self._version = version
-            return self._index, self._services
+            return self._index
 
 
 _index_cache = _IndexCache()
 
 
-def catalog_categories() -> frozenset[str]:
-    return _index_cache.get()[0].categories
+def search_categories() -> frozenset[str]:
+    """The categories agents can search in."""
+    return _index_cache.get().categories
+
+
+def service_categories(*, state: str) -> set[str]:
+    return set(Service.objects.filter(state=state).values_list("category", flat=True).distinct())
+
+
+def service_list(*, state: str, category: str | None, offset: int, limit: int) -> tuple[int, list[Service]]:
+    services = Service.objects.filter(state=state).select_related("pricing_policy")
+    if category:
+        services = services.filter(category=category)
+    return services.count(), list(services[offset:offset + limit])
 
 
 def catalog_search(*, query: str, limit: int, category: str | None = None) -> dict:
     """The answer of GET /api/catalog/search, in seed 001's shape."""
-    index, services = _index_cache.get()
+    index = _index_cache.get()
     if query.strip():
         hits = index.search(query, category=category)
     else:
-        hits = [_Browse(s.id) for s in services.values() if category in (None, s.category)]
+        hits = [Hit(e.service_id, 0.0) for e in index.entries if category in (None, e.category)]
     chosen = hits[:limit]
-    documents = catalog_documents(services[hit.service_id] for hit in chosen)
+    rows = callable_services().in_bulk([hit.service_id for hit in chosen])
+    # A service unpublished since the index was built is simply left out.
+    chosen = [hit for hit in chosen if hit.service_id in rows]
+    flow = payment_flow()
+    documents = catalog_documents((rows[hit.service_id] for hit in chosen), flow=flow)
     for hit, document in zip(chosen, documents):
-        service = services[hit.service_id]
+        service = rows[hit.service_id]
         document["matchScore"] = hit.match_score
         document["matchTerms"] = hit.match_terms
         document["why"] = (
             f'Matched {", ".join(hit.match_terms)} for "{service.name}". {price_sentence(service)}'
-            if hit.match_terms else f'Listed without a query. {price_sentence(service)}'
+            if hit.match_terms else f"Listed without a query. {price_sentence(service)}"
         )
     now = datetime.now(UTC)
     filters = {"limit": limit, **({"category": category} if category else {})}
@@ -113,15 +126,5 @@ def catalog_search(*, query: str, limit: int, category: str | None = None) -> di
         "filters": filters,
         "total": len(hits),
         "services": documents,
-        "payment": payment_guide(),
+        "payment": payment_guide(flow),
     }
-
-
-class _Browse:
-    """A listing without a query: every service, no match."""
-
-    match_score = 0
-    match_terms: list[str] = []
-
-    def __init__(self, service_id: str):
-        self.service_id = service_id

@@ -1,4 +1,5 @@
 import json
+import re
 
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
@@ -7,6 +8,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
 from catalog.documents import absolute_url
+from catalog.models import SERVICE_REFERENCE_PATTERN
 from catalog.selectors import callable_services, catalog_documents, service_resolve
 
 
@@ -24,7 +26,7 @@ def catalog_index(request):
 @vary_on_headers("Accept")
 def service_page(request, service_id, markdown=False):
     """One service for people (HTML) or agents (markdown, as in seed 000)."""
-    service = service_resolve(service_id)
+    service = service_resolve(service_id) if re.fullmatch(SERVICE_REFERENCE_PATTERN, service_id) else None
     if service is None:
         raise Http404(f"No published service {service_id!r}.")
     document = catalog_documents([service])[0]

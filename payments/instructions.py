@@ -153,9 +153,9 @@ def payment_flow() -> dict:
     }
 
 
-def payment_guide() -> dict:
-    """Seed 001's top-level `payment` block."""
-    flow = payment_flow()
+def payment_guide(flow: dict | None = None) -> dict:
+    """Seed 001's top-level `payment` block; `flow` reuses a payment_flow() already built."""
+    flow = flow or payment_flow()
     return {
         "paymentHeader": "X-Payment-Token",
         "createPayment": "/api/payments",

@@ -22,8 +22,11 @@ def _first_message(detail) -> tuple[str, str | None]:
     """The first validation message, with the field it belongs to."""
     if isinstance(detail, dict):
         field, messages = next(iter(detail.items()))
-        message, _ = _first_message(messages)
-        return (message if field == "non_field_errors" else f"{field}: {message}"), field
+        message, inner = _first_message(messages)
+        field = inner or field
+        # Our own messages already name their field ("limit must be ..."); DRF's do not.
+        named = field == "non_field_errors" or message.startswith(f"{field} ")
+        return (message if named else f"{field}: {message}"), field
     if isinstance(detail, list):
         return _first_message(detail[0])
     return str(detail), None

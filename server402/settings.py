@@ -207,6 +207,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
         "processed_folder": str(_broker_dir / "processed"),
+        # kombu's default is ./control, in whatever directory the worker starts.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
     _broker_dir.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,21 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from catalog.models import Service
-from catalog.selectors import catalog_categories
-
-
-def _category(value: str) -> str:
-    known = catalog_categories()
-    if value and value not in known:
-        raise serializers.ValidationError(f"unknown category {value!r}; known: {', '.join(sorted(known))}")
-    return value
+from catalog.models import SERVICE_REFERENCE_PATTERN, Service
+from catalog.selectors import search_categories, service_categories
 
 
 def _limit_messages(maximum: int) -> dict:
     between = f"limit must be between 1 and {maximum}"
     return {"min_value": between, "max_value": between, "invalid": "limit must be a whole number"}
+
+
+def _known_category(value: str, known) -> str:
+    if value and value not in known:
+        raise serializers.ValidationError(
+            {"category": f"unknown category {value!r}; known: {', '.join(sorted(known)) or 'none'}"}
+        )
+    return value
 
 
 class SearchQuerySerializer(serializers.Serializer):
@@ -27,20 +28,32 @@ class SearchQuerySerializer(serializers.Serializer):
         required=False, default=10, min_value=1, max_value=settings.CATALOG_SEARCH_MAX_LIMIT,
         error_messages=_limit_messages(settings.CATALOG_SEARCH_MAX_LIMIT),
     )
-    category = serializers.CharField(required=False, allow_blank=True, default="", validators=[_category])
+    category = serializers.CharField(required=False, allow_blank=True, default="")
+
+    def validate(self, data):
+        _known_category(data["category"], search_categories())
+        return data
 
 
 class ServiceListQuerySerializer(serializers.Serializer):
-    category = serializers.CharField(required=False, allow_blank=True, default="", validators=[_category])
+    category = serializers.CharField(required=False, allow_blank=True, default="")
     state = serializers.ChoiceField(choices=Service.State.choices, required=False, default=Service.State.PUBLISHED)
     limit = serializers.IntegerField(
         required=False, default=100, min_value=1, max_value=500, error_messages=_limit_messages(500)
     )
-    offset = serializers.IntegerField(required=False, default=0, min_value=0)
+    offset = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=1_000_000,
+        error_messages={"min_value": "offset must be between 0 and 1000000",
+                        "max_value": "offset must be between 0 and 1000000"},
+    )
+
+    def validate(self, data):
+        _known_category(data["category"], service_categories(state=data["state"]))
+        return data
 
 
 class ServiceReferenceSerializer(serializers.Serializer):
     service_id = serializers.RegexField(
-        r"^[a-z0-9][a-z0-9_-]{0,149}$",
+        SERVICE_REFERENCE_PATTERN,
         error_messages={"invalid": "malformed service id: use lower-case letters, digits, '-' or '_'"},
     )

@@ -4,7 +4,7 @@ from rest_framework.views import APIView
 
 from catalog.api.serializers import SearchQuerySerializer, ServiceListQuerySerializer, ServiceReferenceSerializer
 from catalog.models import Service
-from catalog.selectors import catalog_documents, catalog_search, closest_service_ids, service_resolve
+from catalog.selectors import catalog_documents, catalog_search, closest_service_ids, service_list, service_resolve
 from server402.api_errors import ApiError
 
 
@@ -27,12 +27,11 @@ class ServiceListApi(APIView):
         params = _params(ServiceListQuerySerializer, request.query_params)
         if params["state"] == Service.State.DRAFT and not (request.user and request.user.is_staff):
             raise ApiError("only operators can list draft services", status_code=status.HTTP_403_FORBIDDEN)
-        services = Service.objects.filter(state=params["state"]).select_related("pricing_policy")
-        if params["category"]:
-            services = services.filter(category=params["category"])
-        page = services[params["offset"]: params["offset"] + params["limit"]]
+        total, page = service_list(
+            state=params["state"], category=params["category"], offset=params["offset"], limit=params["limit"]
+        )
         filters = {k: v for k, v in params.items() if v not in ("", None)}
-        return Response({"filters": filters, "total": services.count(), "services": catalog_documents(page)})
+        return Response({"filters": filters, "total": total, "services": catalog_documents(page)})
 
 
 class ServiceDetailApi(APIView):

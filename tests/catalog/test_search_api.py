@@ -136,10 +136,10 @@ def test_an_edit_is_searchable_at_once(api):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"q": "x" * 10_000}, "q: q must be at most 500 characters"),
-        ({"q": "face", "limit": 0}, "limit: limit must be between 1 and 100"),
-        ({"q": "face", "limit": 10_000}, "limit: limit must be between 1 and 100"),
-        ({"q": "face", "limit": "ten"}, "limit: limit must be a whole number"),
+        ({"q": "x" * 10_000}, "q must be at most 500 characters"),
+        ({"q": "face", "limit": 0}, "limit must be between 1 and 100"),
+        ({"q": "face", "limit": 10_000}, "limit must be between 1 and 100"),
+        ({"q": "face", "limit": "ten"}, "limit must be a whole number"),
         ({"q": "face", "category": "weather"}, "category: unknown category 'weather'; known: face-body, "
                                                "image-recognition"),
     ],
@@ -150,6 +150,24 @@ def test_bad_input_gets_400_with_a_clear_message(api, params, message):
     assert response.json()["error"] == message
 
 
-@pytest.mark.parametrize("query", ["🙂🙂🙂", "'; DROP TABLE catalog_service; --", "%00", "a" * 500, "\u200b", "面"])
+def test_a_price_change_shows_in_search_at_once(api):
+    from catalog.models import PricingPolicy
+
+    search(api, q="celebrity")  # the index is built before the change
+    policy = PricingPolicy.objects.get(id="aliyun-viapi")
+    policy.amount_cents = 99
+    policy.save()
+    first = search(api, q="celebrity").json()["services"][0]
+    assert first["pricing"]["amountCents"] == 99
+    assert first["why"].endswith("Price is USD 0.99 per policy aliyun-viapi.")
+
+
+@pytest.mark.parametrize("query", ["\x00", "a\x00b"])
+def test_a_nul_character_in_the_query_is_refused(api, query):
+    response = search(api, q=query)
+    assert (response.status_code, response.json()["error"]) == (400, "q: Null characters are not allowed.")
+
+
+@pytest.mark.parametrize("query", ["🙂🙂🙂", "'; DROP TABLE catalog_service; --", "a" * 500, "\u200b", "面"])
 def test_odd_queries_never_fail(api, query):
     assert search(api, q=query).status_code == 200

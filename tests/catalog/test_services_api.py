@@ -58,13 +58,23 @@ def test_a_malformed_id_gets_400(api, reference):
 
 @pytest.mark.parametrize("params, message", [
     ({"state": "gone"}, 'state: "gone" is not a valid choice.'),
-    ({"limit": 501}, "limit: limit must be between 1 and 500"),
-    ({"offset": -1}, "offset: Ensure this value is greater than or equal to 0."),
+    ({"limit": 501}, "limit must be between 1 and 500"),
+    ({"offset": -1}, "offset must be between 0 and 1000000"),
+    ({"offset": "9" * 30}, "offset must be between 0 and 1000000"),
     ({"category": "weather"}, "category: unknown category 'weather'; known: face-body, image-recognition"),
 ])
 def test_bad_list_filters_get_400(api, params, message):
     response = api.get("/api/services", params)
     assert (response.status_code, response.json()["error"]) == (400, message)
+
+
+def test_operators_can_filter_drafts_by_a_category_only_drafts_have(api, operator):
+    api.force_login(operator)
+    service = Service.objects.get(id="face-filter")
+    service.state, service.category = Service.State.DRAFT, "beauty"
+    service.save()
+    body = api.get("/api/services", {"state": "draft", "category": "beauty"}).json()
+    assert [s["id"] for s in body["services"]] == ["face-filter"]
 
 
 def test_write_methods_are_refused(api):
