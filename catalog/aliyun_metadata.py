@@ -10,6 +10,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from jsonschema import Draft202012Validator
+
 from catalog.envelope import ENVELOPE_SCHEMA
 
 INPUT_SCHEMA_NOTE = (
@@ -88,6 +90,66 @@ _VERB_NOUNS = {
     "translate": "translation", "correct": "correction", "merge": "merge", "blur": "blur",
 }
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+_NUMBER = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}]}
+# What the transform relies on in an api-docs.json, checked before it runs.
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": ["info", "apis"],
+    "properties": {
+        "info": {
+            "type": "object",
+            "required": ["product", "version"],
+            "properties": {
+                "product": {"type": "string", "pattern": "^[a-z0-9]{1,40}$"},
+                "version": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                "style": {"const": "RPC"},
+            },
+        },
+        "apis": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[A-Z][A-Za-z0-9]{0,99}$"},
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "methods": {"type": "array", "items": {"enum": ["get", "post", "GET", "POST"]}},
+                    "parameters": {"type": "array", "items": {"$ref": "#/$defs/parameter"}},
+                    "responseDemo": {"type": ["string", "null"]},
+                    "title": {"type": ["string", "null"]},
+                    "summary": {"type": ["string", "null"]},
+                    "description": {"type": ["string", "null"]},
+                    "deprecated": {"type": "boolean"},
+                },
+            },
+        },
+    },
+    "$defs": {
+        "parameter": {
+            "type": "object",
+            "required": ["name", "schema"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_.]{0,99}$"},
+                "in": {"type": "string"},
+                "style": {"type": "string"},
+                "schema": {"$ref": "#/$defs/schema"},
+            },
+        },
+        "schema": {
+            "type": "object",
+            "properties": {
+                "type": {"enum": ["string", "integer", "number", "boolean", "array", "object"]},
+                "minimum": _NUMBER, "maximum": _NUMBER, "maxItems": _NUMBER, "minItems": _NUMBER,
+                "maxLength": _NUMBER,
+                "enum": {"type": "array"},
+                "items": {"$ref": "#/$defs/schema"},
+                "properties": {"type": "object", "additionalProperties": {"$ref": "#/$defs/schema"}},
+            },
+        },
+    },
+}
+_METADATA_VALIDATOR = Draft202012Validator(METADATA_SCHEMA)
 
 
 class MetadataError(ValueError):
@@ -203,12 +265,14 @@ def _example_response(action: str, api: dict) -> dict:
     demo = {}
     try:
         for variant in json.loads(api.get("responseDemo") or "[]"):
-            if variant.get("type") == "json" and variant.get("example"):
+            if isinstance(variant, dict) and variant.get("type") == "json" and variant.get("example"):
                 demo = json.loads(variant["example"])
                 break
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         demo = {}
-    request_id = demo.pop("RequestId", "example-request-id")
+    if not isinstance(demo, dict):
+        demo = {}
+    request_id = str(demo.pop("RequestId", "example-request-id"))
     result = demo.pop("Data", demo) if demo else f"example result from Alibaba Cloud {action}"
     return {"code": "200", "content": "", "data": {"Action": action, "Result": result},
             "message": "success", "requestId": request_id}
@@ -245,10 +309,8 @@ def service_spec(product: str, version: str, action: str, api: dict, curated: di
     parameters = api.get("parameters") or []
     properties, required, binding, examples = {}, [], {}, {}
     method = "POST" if "post" in [m.lower() for m in api.get("methods", ["post"])] else "GET"
-    for index, parameter in enumerate(parameters):
-        name, schema = parameter.get("name"), parameter.get("schema") or {}
-        if not name:
-            raise MetadataError(f"apis.{action}.parameters[{index}].name", "is missing")
+    for parameter in parameters:
+        name, schema = parameter["name"], parameter["schema"]
         properties[name] = _property(name, schema, curated_params.get(name, {}))
         if schema.get("required"):
             required.append(name)
@@ -311,22 +373,15 @@ def _related_by_product(specs: list[dict]) -> None:
 
 def metadata_specs(document: dict, curation: dict | None = None) -> list[dict]:
     """Every non-deprecated action of one api-docs.json, as draft service specs."""
-    if not isinstance(document, dict):
-        raise MetadataError("(document)", "must be a JSON object")
-    info = document.get("info")
-    if not isinstance(info, dict) or not info.get("product") or not info.get("version"):
-        raise MetadataError("info", "must name the product and version")
-    if info.get("style", "RPC") != "RPC":
-        raise MetadataError("info.style", f"{info.get('style')!r} APIs are not supported; only RPC")
-    apis = document.get("apis")
-    if not isinstance(apis, dict) or not apis:
-        raise MetadataError("apis", "must be a non-empty object of actions")
+    error = next(iter(sorted(_METADATA_VALIDATOR.iter_errors(document), key=lambda e: list(e.absolute_path))), None)
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(document)"
+        raise MetadataError(where, error.message)
+    info, apis = document["info"], document["apis"]
     product, version = info["product"], info["version"]
     curation = curation or {}
     specs = []
     for action, api in apis.items():
-        if not isinstance(api, dict):
-            raise MetadataError(f"apis.{action}", "must be an object")
         if api.get("deprecated"):
             continue
         spec = service_spec(product, version, action, api, curation.get(f"{product}/{action}"))

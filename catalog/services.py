@@ -72,20 +72,27 @@ def _merge(obj, spec: dict, *, overwrite: bool) -> tuple[list[str], list[str]]:
 
 
 def _policy(spec: dict | None, where, *, overwrite: bool, seen: dict, report: ImportReport) -> PricingPolicy:
+    """The policy a spec names, created or merged once per import (later mentions must agree)."""
     if spec is None:
-        policy, created = PricingPolicy.objects.get_or_create(
-            id=settings.DEFAULT_PRICING_POLICY, defaults={"amount_cents": 20, "name": "Alibaba Cloud VIAPI"}
-        )
-    else:
-        previous = seen.setdefault(spec["id"], spec)
-        if previous != spec:
+        spec = {"id": settings.DEFAULT_PRICING_POLICY}
+        policy = PricingPolicy.objects.filter(id=spec["id"]).first()
+        if policy is not None:
+            return policy
+        spec = {**spec, "name": "Alibaba Cloud VIAPI", "amount_cents": 20}
+    if spec["id"] in seen:
+        first, policy = seen[spec["id"]]
+        if first != spec:
             raise CatalogImportError(where, "pricing", f"policy {spec['id']!r} is given two different ways")
-        policy, created = PricingPolicy.objects.get_or_create(id=spec["id"], defaults={**spec, "imported": spec})
-        if not created:
-            _merge(policy, {k: v for k, v in spec.items() if k != "id"}, overwrite=overwrite)
-            policy.save()
+        return policy
+    policy, created = PricingPolicy.objects.get_or_create(id=spec["id"], defaults={**spec, "imported": spec})
     if created:
         report.policies_created.append(policy.id)
+    else:
+        snapshot = dict(policy.imported)
+        changed, _ = _merge(policy, {k: v for k, v in spec.items() if k != "id"}, overwrite=overwrite)
+        if changed or policy.imported != snapshot:
+            policy.save()
+    seen[spec["id"]] = (spec, policy)
     return policy
 
 
@@ -126,6 +133,10 @@ def catalog_import(*, paths: list[Path], overwrite: bool = False) -> ImportRepor
     report, policies = ImportReport(), {}
     for path in paths:
         specs, generated = _read_specs(Path(path))
+        ids = [spec["id"] for spec in specs]
+        if not generated and len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise CatalogImportError(path, f"{twice[0]}.id", "appears more than once in the file")
         for spec in specs:
             policy = _policy(spec.pop("pricing_policy", None), path, overwrite=overwrite, seen=policies,
                              report=report)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -34,10 +35,12 @@ def test_it_imports_the_reference_catalog_into_an_empty_database():
 
 def test_reimporting_changes_nothing():
     before = {s.id: s.updated_at for s in Service.objects.all()}
+    policy_before = PricingPolicy.objects.get().updated_at
     report = catalog_import(paths=[REFERENCE_CATALOG])
     assert report.created == [] and report.updated == {}
     assert len(report.unchanged) == 62
     assert {s.id: s.updated_at for s in Service.objects.all()} == before
+    assert PricingPolicy.objects.get().updated_at == policy_before
 
 
 def test_it_keeps_operator_edits_on_reimport():
@@ -109,6 +112,14 @@ def test_each_bad_field_is_named(tmp_path, mutate, field):
     assert error.value.field == field
 
 
+def test_the_same_id_twice_in_one_file_is_refused(tmp_path):
+    entry = reference_entries()[0]
+    with pytest.raises(CatalogImportError) as error:
+        catalog_import(paths=[write_catalog(tmp_path, [entry, {**entry, "name": "Second"}])])
+    assert (error.value.field, str(error.value).rsplit(": ", 1)[1]) == (
+        f"{entry['id']}.id", "appears more than once in the file")
+
+
 def test_a_file_that_is_not_json_is_refused(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("{not json")
@@ -161,9 +172,39 @@ def test_metadata_for_an_action_already_in_the_catalog_leaves_it_alone(tmp_path)
     assert report.created == []
 
 
-def test_metadata_without_product_is_refused(tmp_path):
+def ocr_with(tmp_path, change) -> Path:
+    metadata = json.loads(OCR_METADATA.read_text())
+    change(metadata)
     path = tmp_path / "api-docs.json"
-    path.write_text(json.dumps({"info": {"style": "RPC"}, "apis": {}}))
+    path.write_text(json.dumps(metadata))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda m: m["info"].pop("product"), "info"),
+        (lambda m: m["info"].update(style="ROA"), "info.style"),
+        (lambda m: m.update(apis={}), "apis"),
+        (lambda m: m["apis"].update({"Bad/Action": {}}), "apis"),
+        (lambda m: m["apis"]["RecognizeBankCard"].update(parameters=["ImageURL"]), "apis.RecognizeBankCard.parameters.0"),
+        (lambda m: m["apis"]["RecognizeBankCard"].update(parameters={"ImageURL": {}}),
+         "apis.RecognizeBankCard.parameters"),
+        (lambda m: m["apis"]["RecognizeBankCard"]["parameters"][0]["schema"].update(minimum="abc"),
+         "apis.RecognizeBankCard.parameters.0.schema.minimum"),
+        (lambda m: m["apis"]["RecognizeBankCard"]["parameters"][0]["schema"].update(items="x"),
+         "apis.RecognizeBankCard.parameters.0.schema.items"),
+    ],
+)
+def test_malformed_metadata_is_refused_naming_the_field(tmp_path, change, field):
     with pytest.raises(CatalogImportError) as error:
-        catalog_import(paths=[path])
-    assert error.value.field == "info"
+        catalog_import(paths=[ocr_with(tmp_path, change)])
+    assert error.value.field == field
+    assert not Service.objects.filter(upstream_product="ocr").exists()
+
+
+@pytest.mark.parametrize("demo", ['[{"type": "json", "example": "[1, 2]"}]', '{"type": "json"}', "not json"])
+def test_an_odd_response_demo_only_costs_the_example(tmp_path, demo):
+    catalog_import(paths=[ocr_with(tmp_path, lambda m: m["apis"]["RecognizeBankCard"].update(responseDemo=demo))])
+    card = Service.objects.get(upstream_action="RecognizeBankCard", upstream_product="ocr")
+    assert card.example_response["data"]["Result"] == "example result from Alibaba Cloud RecognizeBankCard"
