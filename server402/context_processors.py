@@ -3,4 +3,4 @@ from django.conf import settings
 
 def mode(request):
     """Every page says whether it is the sandbox or the live system."""
-    return {"server402_mode": settings.SERVER402_MODE, "public_base_url": settings.PUBLIC_BASE_URL}
+    return {"server402_mode": settings.SERVER402_MODE}

@@ -63,7 +63,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     value = _raw(name)
     if value is None:
         return default
-    return [item.strip() for item in value.split(",") if item.strip()]
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ImproperlyConfigured(f"{name} is set but empty; unset it for the default or list values.")
+    return items
+
+
+def masked(url: str) -> str:
+    """A URL fit for an error message: any user and password replaced by ***."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def env_url(name: str, default: str | None = None, *, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
@@ -72,7 +83,7 @@ def env_url(name: str, default: str | None = None, *, schemes: tuple[str, ...] =
         return None
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.netloc:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a {'/'.join(schemes)} URL with a host.")
+        raise ImproperlyConfigured(f"{name}={masked(value)!r} is not a {'/'.join(schemes)} URL with a host.")
     return value.rstrip("/")
 
 

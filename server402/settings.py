@@ -20,6 +20,7 @@ from server402.environment import (
     env_list,
     env_str,
     env_url,
+    masked,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +39,8 @@ SERVER402_MODE = env_choice("SERVER402_MODE", "sandbox", ("sandbox", "live"))
 SANDBOX = SERVER402_MODE == "sandbox"
 
 SECRET_KEY = env_str("SECRET_KEY", required=True)
+if not SANDBOX and len(SECRET_KEY) < 50:
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters in live mode.")
 DEBUG = env_bool("DEBUG", False)
 
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
@@ -51,6 +54,16 @@ ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", urlsplit(PUBLIC_BASE_URL).hostname]
 )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [PUBLIC_BASE_URL])
+
+# Live mode is served over HTTPS: cookies never travel in clear, browsers are
+# told to stay on HTTPS. Behind a TLS-terminating proxy, trust its header.
+if not SANDBOX:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Upstream: Alibaba Cloud ------------------------------------------------
 ALIBABA_CLOUD_ACCESS_KEY_ID = env_str("ALIBABA_CLOUD_ACCESS_KEY_ID")
@@ -106,6 +119,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "server402.middleware.mode_header",
 ]
 
 ROOT_URLCONF = "server402.urls"
@@ -132,7 +146,8 @@ TEMPLATES = [
 def _database(url: str) -> dict:
     if urlsplit(url).scheme not in environ.Env.DB_SCHEMES:
         raise ImproperlyConfigured(
-            f"DATABASE_URL is not a database URL Django can use: unknown scheme {urlsplit(url).scheme!r}"
+            f"DATABASE_URL={masked(url)!r} is not a database URL Django can use: unknown scheme "
+            f"{urlsplit(url).scheme!r}"
         )
     config = environ.Env.db_url_config(url)
     if config["ENGINE"] == "django.db.backends.sqlite3":

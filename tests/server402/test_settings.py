@@ -35,13 +35,16 @@ def test_it_starts_with_nothing_but_a_secret_key():
         ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
         ({"PORT": "70000"}, "PORT=70000 is out of range"),
         ({"SERVER402_MODE": "production"}, "SERVER402_MODE='production' is not one of sandbox, live"),
-        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL is not a database URL"),
+        ({"DATABASE_URL": "nosuchdb://x"}, "DATABASE_URL='nosuchdb://x' is not a database URL"),
         ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL='http://127.0.0.1:6379' is not a redis/rediss URL"),
+        ({"ALLOWED_HOSTS": " , "}, "ALLOWED_HOSTS is set but empty"),
+        ({"SERVER402_MODE": "live", "PUBLIC_BASE_URL": "https://s402.example", "X402_PAY_TO": "0x" + "ab" * 20,
+          "X402_FACILITATOR_URL": "https://facilitator.example"}, "SECRET_KEY must be at least 50 characters"),
         ({"X402_PAY_TO": "0x123"}, "X402_PAY_TO='0x123' is not an EVM address"),
         ({"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAI"}, "Set both ALIBABA_CLOUD_ACCESS_KEY_ID and"),
-        ({"SERVER402_MODE": "live", "PUBLIC_BASE_URL": "https://s402.example"},
+        ({"SERVER402_MODE": "live", "SECRET_KEY": "k" * 50, "PUBLIC_BASE_URL": "https://s402.example"},
          "Live mode needs X402_PAY_TO and X402_FACILITATOR_URL"),
-        ({"SERVER402_MODE": "live"}, "PUBLIC_BASE_URL must be an https URL in live mode"),
+        ({"SERVER402_MODE": "live", "SECRET_KEY": "k" * 50}, "PUBLIC_BASE_URL must be an https URL in live mode"),
     ],
 )
 def test_it_refuses_to_start_on_a_bad_value(environment, message):
@@ -51,10 +54,44 @@ def test_it_refuses_to_start_on_a_bad_value(environment, message):
     assert message in result.stderr
 
 
-def test_debug_is_off_unless_asked(monkeypatch):
-    monkeypatch.delenv("DEBUG", raising=False)
-    assert env_bool("DEBUG", False) is False
-    assert settings.DEBUG is False
+def settings_of(code: str, **environment) -> str:
+    env = {"PATH": os.environ["PATH"], "SECRET_KEY": "s", "SERVER402_VAR_DIR": "/tmp/server402-settings-test",
+           "SERVER402_ENV_FILE": "", **environment}
+    program = f"import os; os.environ['DJANGO_SETTINGS_MODULE']='server402.settings'; " \
+              f"from django.conf import settings as s; print({code})"
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_debug_is_off_unless_asked():
+    assert settings_of("s.DEBUG") == "False"
+    assert settings_of("s.DEBUG", DEBUG="true") == "True"
+
+
+def test_live_mode_sends_cookies_and_redirects_over_https_only():
+    live = {"SERVER402_MODE": "live", "PUBLIC_BASE_URL": "https://s402.example", "X402_PAY_TO": "0x" + "ab" * 20,
+            "X402_FACILITATOR_URL": "https://facilitator.example", "SECRET_KEY": "k" * 50}
+    assert settings_of("(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS)",
+                       **live) == "(True, True, True, 31536000)"
+    assert settings_of("s.X402_NETWORK", **live) == "eip155:8453"
+    assert settings_of("s.X402_NETWORK") == "eip155:84532"
+
+
+@pytest.mark.parametrize("name, url, shown", [
+    ("REDIS_URL", "http://user:hunter2@cache:6379", "***@cache:6379"),
+    ("DATABASE_URL", "nosuch://u:hunter2@db/x", "nosuch://***@db/x"),
+    ("X402_FACILITATOR_URL", "ftp://u:hunter2@facilitator", "ftp://***@facilitator"),
+])
+def test_a_bad_url_is_reported_without_its_password(name, url, shown):
+    result = start_django(**{name: url})
+    assert result.returncode != 0 and "hunter2" not in result.stderr
+    assert shown in result.stderr
+
+
+@pytest.mark.django_db
+def test_every_answer_names_the_mode(client):
+    assert client.get("/llms.txt")["X-Server402-Mode"] == "sandbox"
 
 
 @pytest.mark.parametrize("raw, expected", [("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)])
