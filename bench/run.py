@@ -7,6 +7,7 @@ ratio too. See bench/README.md for what is measured and the recorded figures.
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,8 +102,6 @@ def measure(label: str, rows: list) -> None:
 
 def main() -> None:
     setup_test_environment()
-    from django.test.utils import get_runner  # noqa: F401  (keeps the test settings path honest)
-
     old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
     try:
         catalog_import(paths=[REFERENCE_CATALOG])
@@ -112,6 +111,7 @@ def main() -> None:
         measure(f"{Service.objects.count()} services", rows)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
+        shutil.rmtree(_workdir, ignore_errors=True)
     engine = connection.vendor
     print(f"\nCatalog search latency ({engine}, {len(QUERIES)} judged queries x {ROUNDS} rounds, limit 10)\n")
     print(f"| catalog | what | p50 ms | p95 ms | p50 vs baseline |")

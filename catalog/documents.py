@@ -7,13 +7,10 @@ database holds each fact once.
 
 from django.conf import settings
 
+from catalog.languages import has_cjk
 from catalog.models import Service
 from payments.instructions import payment_flow
 
-
-
-def _has_cjk(text: str) -> bool:
-    return any("\u4e00" <= char <= "\u9fff" for char in text)
 
 
 def _unique(items):
@@ -47,8 +44,7 @@ def pricing_block(service: Service) -> dict:
 
 
 def price_sentence(service: Service) -> str:
-    policy = service.pricing_policy
-    return f"Price is {policy.currency} {policy.amount_cents / 100:.2f} per policy {policy.id}."
+    return f"Price is {service.pricing_policy.price_label} per policy {service.pricing_policy.id}."
 
 
 def endpoints(service: Service) -> dict:
@@ -72,7 +68,7 @@ def _discovery(service: Service, document: dict, flow: dict) -> dict:
         "toolName": service.tool_name,
         "searchText": " ".join(words),
         "aliases": aliases,
-        "localeHints": ["en", "zh"] if any(_has_cjk(k) for k in document["keywords"]) else ["en"],
+        "localeHints": ["en", "zh"] if any(has_cjk(k) for k in document["keywords"]) else ["en"],
         "useCases": document["useCases"],
         "limitations": document["limitations"],
         "paymentFlow": flow,

@@ -42,7 +42,12 @@ class PricingPolicy(models.Model):
         ordering = ["id"]
 
     def __str__(self):
-        return f"{self.id} ({self.amount_cents / 100:.2f} {self.currency} {self.billing_mode})"
+        return f"{self.id} ({self.price_label} {self.billing_mode})"
+
+    @property
+    def price_label(self) -> str:
+        """"USD 0.20": how every page and answer writes the price."""
+        return f"{self.currency} {self.amount_cents / 100:.2f}"
 
 
 class Service(models.Model):

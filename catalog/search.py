@@ -25,6 +25,8 @@ from typing import NamedTuple
 import snowballstemmer
 from rapidfuzz import fuzz, process
 
+from catalog.documents import endpoints
+from catalog.languages import CJK
 from catalog.search_vocabulary import CHINESE_SYNONYMS, ENGLISH_STOPWORDS, ENGLISH_SYNONYMS
 
 FIELD_WEIGHTS = {"ids": 3.0, "name": 3.0, "keywords": 2.5, "need": 2.0, "tags": 1.0, "description": 0.6}
@@ -32,6 +34,9 @@ SYNONYM_WEIGHT = 0.7
 PREFIX_WEIGHT = 0.85
 TYPO_MIN_RATIO = 80
 EXACT_ID_BONUS = 100.0
+# A need fits in a sentence; past this many distinct terms the rest is ignored,
+# which bounds the work one request can ask for.
+MAX_QUERY_TERMS = 32
 # A result must match at least this share of the query's information and, when
 # it leaves part of the query unanswered, this much information in all (about
 # one moderately rare word): "read the text on this invoice" finds no face tool.
@@ -50,7 +55,6 @@ CJK_CHARACTER_WEIGHT = 0.4
 _STEMMER = snowballstemmer.stemmer("english")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _TOKEN = re.compile(r"[a-z0-9]+|[\u3400-\u9fff]+")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @functools.lru_cache(maxsize=65536)
@@ -76,7 +80,7 @@ def terms(text: str, *, drop_stopwords: bool = False) -> tuple[Term, ...]:
     """
     found = []
     for token in _TOKEN.findall(_normalize(text)):
-        if _CJK.match(token):
+        if CJK.match(token):
             found.extend(Term(token[i:i + 2], token[i:i + 2]) for i in range(len(token) - 1))
             # Single characters carry meaning in Chinese (瘦 in 把脸P瘦一点 ~ 瘦脸):
             # indexed beside the bigrams, and weighted down in search.
@@ -111,9 +115,9 @@ class Hit:
 def entry_for(service) -> Entry:
     """Index fields of a catalog Service (or any object with its attributes)."""
     need = service.use_cases[0] if service.use_cases else ""
-    identifiers = {service.id, service.internal_id, service.id.replace("-", "_"), service.upstream_action.lower(),
-                   f"/api/tools/{service.id}", f"/api/tools/{service.internal_id}"}
-    phrases = [k.lower() for k in service.keywords if " " in k.strip() or _CJK.search(k)]
+    identifiers = {service.id, service.internal_id, service.tool_name, service.upstream_action.lower(),
+                   *endpoints(service).values()}
+    phrases = [k.lower() for k in service.keywords if " " in k.strip() or CJK.search(k)]
     phrases += [service.name.lower(), service.id.replace("-", " ")]
     texts = {
         "ids": f"{service.id} {service.internal_id} {service.upstream_action}",
@@ -136,7 +140,11 @@ class SearchIndex:
     def __init__(self, entries: list[Entry]):
         self.entries = entries
         self.categories = frozenset(e.category for e in entries)
-        self.by_identifier = {identifier: index for index, e in enumerate(entries) for identifier in e.identifiers}
+        # One action name can stand for several services (GetAsyncJobResult of each product).
+        self.by_identifier: dict[str, list[int]] = defaultdict(list)
+        for index, entry in enumerate(entries):
+            for identifier in entry.identifiers:
+                self.by_identifier[identifier].append(index)
         # postings[term] = {entry index: weighted, saturated term frequency}
         self.postings: dict[str, dict[int, float]] = defaultdict(dict)
         for index, entry in enumerate(entries):
@@ -150,7 +158,7 @@ class SearchIndex:
         total = len(entries)
         self.idf = {key: math.log(1 + (total - len(p) + 0.5) / (len(p) + 0.5)) for key, p in self.postings.items()}
         self.unknown_idf = math.log(1 + (total + 0.5) / 0.5)
-        self.sorted_terms = sorted(k for k in self.postings if not _CJK.match(k))
+        self.sorted_terms = sorted(k for k in self.postings if not CJK.match(k))
         self.spellings = {t.surface: t.key for e in entries for p in e.phrases for t in terms(p) if len(t.surface) > 3}
         self.spelling_list = list(self.spellings)
 
@@ -168,19 +176,19 @@ class SearchIndex:
         return longer + shorter
 
     def _typo_matches(self, surface: str) -> list[tuple[str, float]]:
-        if len(surface) < 4 or _CJK.match(surface):
+        if len(surface) < 4 or CJK.match(surface):
             return []
         found = process.extract(surface, self.spelling_list, scorer=fuzz.ratio, score_cutoff=TYPO_MIN_RATIO, limit=2)
         return [(self.spellings[word], score / 100) for word, score, _ in found]
 
     def _information(self, term: Term, options: list[tuple[str, float]]) -> float:
         """How much a query term says about the need: the rarity of its best known form."""
-        if _CJK.match(term.surface) and CJK_STOP_CHARACTERS.intersection(term.surface):
+        if CJK.match(term.surface) and CJK_STOP_CHARACTERS.intersection(term.surface):
             return 0.0
         known = [self.idf[key] * weight for key, weight in options if key in self.idf]
         if known:
             return max(known)
-        return self.unknown_idf * (UNKNOWN_CJK_SHARE if _CJK.match(term.surface) else 1.0)
+        return self.unknown_idf * (UNKNOWN_CJK_SHARE if CJK.match(term.surface) else 1.0)
 
     def _expand(self, query: str) -> tuple[dict[str, list[tuple[str, float]]], dict[str, float]]:
         """Query surfaces -> [(index key, weight)], and the information each surface carries."""
@@ -189,9 +197,11 @@ class SearchIndex:
         for term in terms(query, drop_stopwords=True):
             if term.surface in expansions:
                 continue
+            if len(expansions) >= MAX_QUERY_TERMS:
+                break
             options = []
             if term.key in self.postings:
-                options.append((term.key, CJK_CHARACTER_WEIGHT if len(term.key) == 1 and _CJK.match(term.key) else 1.0))
+                options.append((term.key, CJK_CHARACTER_WEIGHT if len(term.key) == 1 and CJK.match(term.key) else 1.0))
             options += [(k, PREFIX_WEIGHT) for k in self._prefix_matches(term.key) if k != term.key]
             if not options:
                 options += self._typo_matches(term.surface)
@@ -247,7 +257,7 @@ class SearchIndex:
                 scores[index] += value
                 matched[index][surface] = surface_information
         wanted = {normalized, normalized.replace(" ", ""), query.strip().lower()}
-        exact = {self.by_identifier[w] for w in wanted if w in self.by_identifier}
+        exact = {index for w in wanted for index in self.by_identifier.get(w, ())}
         spaced = re.sub(r"[-_/]+", " ", normalized)
         hits = []
         for index in exact | set(scores):
@@ -260,7 +270,7 @@ class SearchIndex:
             # Evidence matters only when part of the query went unanswered: "face"
             # alone is fully answered by every face tool, however common the word.
             # Stray Chinese characters (天 in 天气预报) never answer a query alone.
-            answered = coverage >= 0.999 and any(len(s) > 1 or not _CJK.match(s) for s in matched[index])
+            answered = coverage >= 0.999 and any(len(s) > 1 or not CJK.match(s) for s in matched[index])
             if not is_exact and (coverage < MIN_COVERAGE or (not answered and evidence < MIN_EVIDENCE)):
                 continue
             phrases = [p for p in entry.phrases if len(p) > 3 and p in spaced]

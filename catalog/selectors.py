@@ -22,6 +22,11 @@ def callable_services():
     return Service.objects.filter(state=Service.State.PUBLISHED, enabled=True).select_related("pricing_policy")
 
 
+def catalog_listing():
+    """Callable services grouped for pages: by category, then id."""
+    return callable_services().order_by("category", "id")
+
+
 def service_resolve(reference: str) -> Service | None:
     """A callable service by canonical id, legacy internal id or MCP tool name."""
     return callable_services().filter(

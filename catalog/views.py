@@ -9,7 +9,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from catalog.documents import absolute_url
 from catalog.models import SERVICE_REFERENCE_PATTERN
-from catalog.selectors import callable_services, catalog_documents, service_resolve
+from catalog.selectors import catalog_documents, catalog_listing, service_resolve
 
 
 def _pretty(value) -> str:
@@ -18,8 +18,7 @@ def _pretty(value) -> str:
 
 @require_GET
 def catalog_index(request):
-    services = callable_services().order_by("category", "id")
-    return render(request, "catalog/index.html", {"services": services})
+    return render(request, "catalog/index.html", {"services": catalog_listing()})
 
 
 @require_GET
@@ -40,7 +39,7 @@ def service_page(request, service_id, markdown=False):
             "search": absolute_url(f"/api/catalog/search?q={service.id}"),
             "mcp": absolute_url("/mcp"),
         },
-        "price": f"{document['pricing']['currency']} {document['pricing']['amountCents'] / 100:.2f}",
+        "price": service.pricing_policy.price_label,
         "schemas": {key: _pretty(document[key]) for key in
                     ("inputSchema", "outputSchema", "exampleRequest", "exampleResponse")},
     }
@@ -53,6 +52,5 @@ def service_page(request, service_id, markdown=False):
 @require_GET
 def llms_txt(request):
     """The catalog for language models: https://llmstxt.org/ conventions."""
-    services = callable_services().order_by("category", "id")
-    text = render_to_string("catalog/llms.txt", {"services": services, "base": absolute_url("")}, request)
+    text = render_to_string("catalog/llms.txt", {"services": catalog_listing(), "base": absolute_url("")}, request)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
