@@ -4,11 +4,11 @@ import threading
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Subquery
 from rapidfuzz import process
 
 from catalog.documents import price_sentence, service_document
-from catalog.models import Service
+from catalog.models import PricingPolicy, Service
 from catalog.search import Hit, SearchIndex, entry_for
 from health.selectors import quality_blocks
 from payments.instructions import payment_flow, payment_guide
@@ -56,27 +56,32 @@ def catalog_documents(services, *, flow: dict | None = None) -> list[dict]:
 
 
 class _IndexCache:
-    """The search index of this process, rebuilt when the catalog's version changes.
+    """The search index of this process and the rows it ranks, rebuilt when the catalog changes.
 
-    The version (row count and newest update) comes from one indexed query per
-    search, so every process sees an edit made by any other at its next search.
-    Writes go through Model.save() (services, admin, dashboard), which stamps
-    updated_at; a bare QuerySet.update() would not be seen. Only the index is
-    kept: the rows of an answer are read fresh, so a price is never stale.
+    The version (service count, newest service and newest pricing-policy edit)
+    comes from one query per search, so every process sees an edit made by any
+    other at its next search, and a price is never stale. Writes go through
+    Model.save() (services, admin, dashboard), which stamps updated_at; a bare
+    QuerySet.update() would not be seen.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._version = None
         self._index = None
+        self._services: dict[str, Service] = {}
 
-    def get(self) -> SearchIndex:
-        version = tuple(Service.objects.aggregate(n=Count("id"), latest=Max("updated_at")).values())
+    def get(self) -> tuple[SearchIndex, dict[str, Service]]:
+        newest_policy = PricingPolicy.objects.order_by("-updated_at").values("updated_at")[:1]
+        version = tuple(Service.objects.aggregate(
+            n=Count("id"), latest=Max("updated_at"), policy=Max(Subquery(newest_policy))).values())
         with self._lock:
             if version != self._version:
-                self._index = SearchIndex([entry_for(s) for s in callable_services()])
+                services = list(callable_services())
+                self._index = SearchIndex([entry_for(s) for s in services])
+                self._services = {s.id: s for s in services}
                 self._version = version
-            return self._index
+            return self._index, self._services
 
 
 _index_cache = _IndexCache()
@@ -84,7 +89,7 @@ _index_cache = _IndexCache()
 
 def search_categories() -> frozenset[str]:
     """The categories agents can search in."""
-    return _index_cache.get().categories
+    return _index_cache.get()[0].categories
 
 
 def service_categories(*, state: str) -> set[str]:
@@ -100,15 +105,12 @@ def service_list(*, state: str, category: str | None, offset: int, limit: int) -
 
 def catalog_search(*, query: str, limit: int, category: str | None = None) -> dict:
     """The answer of GET /api/catalog/search, in seed 001's shape."""
-    index = _index_cache.get()
+    index, rows = _index_cache.get()
     if query.strip():
         hits = index.search(query, category=category)
     else:
         hits = [Hit(e.service_id, 0.0) for e in index.entries if category in (None, e.category)]
     chosen = hits[:limit]
-    rows = callable_services().in_bulk([hit.service_id for hit in chosen])
-    # A service unpublished since the index was built is simply left out.
-    chosen = [hit for hit in chosen if hit.service_id in rows]
     flow = payment_flow()
     documents = catalog_documents((rows[hit.service_id] for hit in chosen), flow=flow)
     for hit, document in zip(chosen, documents):
