@@ -114,8 +114,8 @@ def main() -> None:
         shutil.rmtree(_workdir, ignore_errors=True)
     engine = connection.vendor
     print(f"\nCatalog search latency ({engine}, {len(QUERIES)} judged queries x {ROUNDS} rounds, limit 10)\n")
-    print(f"| catalog | what | p50 ms | p95 ms | p50 vs baseline |")
-    print(f"|---|---|---:|---:|---:|")
+    print("| catalog | what | p50 ms | p95 ms | p50 vs baseline |")
+    print("|---|---|---:|---:|---:|")
     for label, name, p50, p95, base_p50 in rows:
         ratio = f"{p50 / base_p50:.2f}x" if base_p50 else ""
         print(f"| {label} | {name} | {p50:.2f} | {p95:.2f} | {ratio} |")

@@ -113,7 +113,7 @@ def catalog_search(*, query: str, limit: int, category: str | None = None) -> di
     chosen = hits[:limit]
     flow = payment_flow()
     documents = catalog_documents((rows[hit.service_id] for hit in chosen), flow=flow)
-    for hit, document in zip(chosen, documents):
+    for hit, document in zip(chosen, documents, strict=True):
         service = rows[hit.service_id]
         document["matchScore"] = hit.match_score
         document["matchTerms"] = hit.match_terms
