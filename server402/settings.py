@@ -16,6 +16,7 @@ from server402.environment import (
     env_bool,
     env_choice,
     env_evm_address,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -73,6 +74,28 @@ if bool(ALIBABA_CLOUD_ACCESS_KEY_ID) != bool(ALIBABA_CLOUD_ACCESS_KEY_SECRET):
         "Set both ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET, or neither."
     )
 ALIBABA_CLOUD_REGION = env_str("ALIBABA_CLOUD_REGION", "cn-shanghai")
+# HMAC-SHA1 is the RPC signature of seed 003; ACS3-HMAC-SHA256 is the newer one.
+ALIBABA_CLOUD_SIGNATURE = env_choice("ALIBABA_CLOUD_SIGNATURE", "hmac-sha1", ("hmac-sha1", "acs3-hmac-sha256"))
+# The official SDKs' defaults: 5 s to connect, 10 s to read.
+ALIBABA_CLOUD_CONNECT_TIMEOUT = env_float("ALIBABA_CLOUD_CONNECT_TIMEOUT", 5.0, minimum=0.05, maximum=60)
+ALIBABA_CLOUD_READ_TIMEOUT = env_float("ALIBABA_CLOUD_READ_TIMEOUT", 10.0, minimum=0.05, maximum=300)
+# Attempts per call, counting the first; only failures that are safe to repeat are retried.
+ALIBABA_CLOUD_ATTEMPTS = env_int("ALIBABA_CLOUD_ATTEMPTS", 3, minimum=1, maximum=10)
+
+# The sandbox emulator (catalog/emulator.py) accepts only this published key
+# pair, so a sandbox request can never be mistaken for a live one.
+SANDBOX_ACCESS_KEY_ID = "LTAI5tServer402Sandbox"
+SANDBOX_ACCESS_KEY_SECRET = "server402-sandbox-secret-not-a-secret"
+# Milliseconds the emulator waits before answering (exercises timeouts and health runs).
+SANDBOX_LATENCY_MS = env_int("SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
+# Where the upstream client sends requests, {product} filled in. The sandbox
+# default is this server's own emulator over loopback.
+ALIBABA_CLOUD_ENDPOINT = env_url(
+    "ALIBABA_CLOUD_ENDPOINT",
+    f"http://127.0.0.1:{PORT}/sandbox/aliyun/{{product}}/"
+    if SANDBOX
+    else f"https://{{product}}.{ALIBABA_CLOUD_REGION}.aliyuncs.com/",
+)
 
 # --- Payments: x402 -----------------------------------------------------------
 X402_NETWORK = "eip155:84532" if SANDBOX else "eip155:8453"
