@@ -34,6 +34,13 @@ def service_resolve(reference: str) -> Service | None:
     ).first()
 
 
+def service_lookup(reference: str) -> Service | None:
+    """Any service by canonical id, legacy internal id or MCP tool name, whatever its state."""
+    return Service.objects.select_related("pricing_policy").filter(
+        Q(id=reference) | Q(internal_id=reference) | Q(id=reference.replace("_", "-"))
+    ).first()
+
+
 def closest_service_ids(reference: str, *, limit: int = 3) -> list[str]:
     """Canonical ids that look most like `reference` (either id form), for 404 answers."""
     pairs = list(callable_services().values_list("id", "internal_id"))

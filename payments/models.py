@@ -1,1 +1,153 @@
-# Models arrive with their issues: see SPEC.md.
+"""API keys, payments (the legacy token flow) and the record of every paid call."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from catalog.models import PricingPolicy, Service
+
+
+class ApiKey(models.Model):
+    """A client's credential. Only a hash of the secret is stored; `prefix` finds the row."""
+
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    label = models.CharField(max_length=200)
+    # Empty allow-list and allow_all_services: every service.
+    allow_all_services = models.BooleanField(default=True)
+    allowed_services = models.ManyToManyField(Service, blank=True, related_name="+")
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: no limit.")
+    daily_quota = models.PositiveIntegerField(null=True, blank=True, help_text="Calls per UTC day; empty: none.")
+    balance_cents = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(balance_cents__gte=0), name="api_key_balance_not_negative")]
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.label} ({self.client_id})"
+
+    @property
+    def client_id(self) -> str:
+        """The public name of the client this key stands for, as payments show it."""
+        return f"key_{self.prefix}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Payment(models.Model):
+    """A purchase of `max_calls` calls of one service, paid once, spent through its token.
+
+    The price and the rules are snapshots of the pricing policy at creation:
+    editing a policy never changes a payment that exists.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PAID = "paid"
+
+    class Method(models.TextChoices):
+        NONE = "", "Not paid"
+        BALANCE = "balance", "API key balance"
+        X402 = "x402", "x402"
+
+    id = models.CharField(primary_key=True, max_length=40)
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="payments")
+    policy = models.ForeignKey(PricingPolicy, null=True, on_delete=models.SET_NULL, related_name="payments")
+    amount_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    billing_mode = models.CharField(max_length=20)
+    max_calls = models.PositiveIntegerField()
+    settle_mode = models.CharField(max_length=20)
+    allow_reuse = models.BooleanField()
+    bind_client = models.BooleanField()
+    provider_id = models.CharField(max_length=64)
+    provider = models.CharField(max_length=64)
+    pay_to = models.CharField(max_length=64)
+    client = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="payments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    method = models.CharField(max_length=10, choices=Method.choices, default=Method.NONE, blank=True)
+    used_calls = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # The last line of defence for "N calls serve at most N results".
+            models.CheckConstraint(condition=Q(used_calls__lte=F("max_calls")), name="payment_calls_within_max"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["client", "created_at"])]
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.id
+
+    @property
+    def remaining_calls(self) -> int:
+        return self.max_calls - self.used_calls if self.status == self.Status.PAID else 0
+
+    def state(self, now=None) -> str:
+        """pending, paid, exhausted or expired, as the verify endpoint reports it."""
+        if self.expires_at <= (now or timezone.now()):
+            return "expired"
+        if self.status == self.Status.PAID and self.used_calls >= self.max_calls:
+            return "exhausted"
+        return self.status
+
+
+class ToolCall(models.Model):
+    """One paid call that reached the upstream: who, what, how it was paid, how it ended.
+
+    Written before the upstream is called, so a call cut off midway (a worker
+    killed, a connection lost) stays visible as `in_progress` and can be
+    reconciled; calls refused before payment are not stored (see SPEC: 402s
+    must not write rows for anonymous callers).
+    """
+
+    class Outcome(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        SUCCEEDED = "succeeded"
+        CLIENT_ERROR = "client_error", "Refused by the upstream (caller's input)"
+        UPSTREAM_ERROR = "upstream_error", "Upstream failure"
+        TIMEOUT = "timeout"
+        UNCONFIGURED = "unconfigured"
+        ABANDONED = "abandoned", "Cut off midway and reconciled"
+
+    class PaymentMethod(models.TextChoices):
+        TOKEN = "token"
+        X402 = "x402"
+
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="calls")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls")
+    client_id = models.CharField(max_length=64, blank=True)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="calls")
+    payment_method = models.CharField(max_length=10, choices=PaymentMethod.choices)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.IN_PROGRESS)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    upstream_code = models.CharField(max_length=100, blank=True)
+    upstream_request_id = models.CharField(max_length=100, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    amount_cents = models.PositiveIntegerField(default=0, help_text="What the caller was charged for this call.")
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["service", "started_at"]),
+            models.Index(fields=["api_key", "started_at"]),
+            models.Index(fields=["outcome", "started_at"]),
+        ]
+        ordering = ["-started_at"]
+
+    def __str__(self):
+        return f"{self.service_id} {self.outcome} {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -111,6 +111,11 @@ X402_PAY_TO = env_evm_address(
 if not SANDBOX and not (X402_PAY_TO and X402_FACILITATOR_URL):
     raise ImproperlyConfigured("Live mode needs X402_PAY_TO and X402_FACILITATOR_URL.")
 
+# How long a payment (and its token) stays usable after it is created or paid.
+PAYMENT_TTL_SECONDS = env_int("PAYMENT_TTL_SECONDS", 86_400, minimum=60, maximum=90 * 86_400)
+# The largest tool-call body accepted; larger ones are refused before any work.
+TOOL_CALL_MAX_BODY_BYTES = env_int("TOOL_CALL_MAX_BODY_BYTES", 1_048_576, minimum=1024, maximum=20_971_520)
+
 DEFAULT_PRICING_POLICY = env_str("SERVER402_DEFAULT_PRICING_POLICY", "aliyun-viapi")
 
 # --- Catalog search -----------------------------------------------------------

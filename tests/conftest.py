@@ -1,7 +1,11 @@
 import json
+import threading
 from pathlib import Path
 
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from catalog.services import REFERENCE_CATALOG, catalog_import
@@ -29,3 +33,58 @@ def api():
 @pytest.fixture
 def operator(django_user_model):
     return django_user_model.objects.create_user("op", password="pw", is_staff=True)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def upstream_emulator():
+    """Server402's own app on a loopback port, so the upstream client reaches the emulator over real HTTP.
+
+    The emulator view touches no database, so the server thread needs none of
+    the test's transaction. Yields the endpoint template the client uses.
+    """
+    server = ThreadedWSGIServer(("127.0.0.1", 0), _QuietHandler, allow_reuse_address=False)
+    server.set_app(WSGIHandler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/sandbox/aliyun/{{product}}"
+    with override_settings(ALIBABA_CLOUD_ENDPOINT=endpoint):
+        yield endpoint
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def make_key(db):
+    """Create an API key; returns (row, secret)."""
+    from payments.services import api_key_create
+
+    def make(label="agent", **options):
+        created = api_key_create(label=label, **options)
+        return created.api_key, created.secret
+
+    return make
+
+
+@pytest.fixture
+def paid_token(db):
+    """A paid payment for a service, bought from `key`'s balance (topped up as needed); returns its token."""
+    from catalog.models import Service
+    from payments.credentials import payment_token
+    from payments.services import api_key_top_up, payment_create, payment_pay_from_balance
+
+    def buy(service_id, key, **payment_fields):
+        service = Service.objects.get(id=service_id)
+        payment = payment_create(service=service, client=key)
+        if payment_fields:
+            type(payment).objects.filter(pk=payment.pk).update(**payment_fields)
+            payment.refresh_from_db()
+        api_key_top_up(api_key=key, amount_cents=payment.amount_cents)
+        payment = payment_pay_from_balance(payment=payment, api_key=key)
+        return payment, payment_token(payment.id)
+
+    return buy

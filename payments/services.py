@@ -1,0 +1,205 @@
+"""Writes of the payments app: API keys, payments, token calls and call records.
+
+Money moves only through conditional UPDATEs (`... WHERE balance >= price`,
+`... WHERE used_calls < max_calls`), so concurrent requests on any number of
+processes cannot overspend a balance or a token: the database decides.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.models import Service
+from payments import credentials
+from payments.models import ApiKey, Payment, ToolCall
+
+
+class PaymentRefused(Exception):
+    """A payment that cannot pay for this call; `reason` is the sentence the caller gets (402)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# The precise reasons a token is refused (seed 001 `retry.failures` plus the ones it implies).
+TOKEN_INVALID = "payment token is not valid"
+TOKEN_UNPAID = "payment is not paid yet"
+TOKEN_EXPIRED = "payment token expired"
+TOKEN_USED_UP = "payment token has no remaining calls"
+TOKEN_OTHER_SERVICE = "payment token is for another service"
+TOKEN_OTHER_CLIENT = "payment token belongs to another client"
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    api_key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def api_key_create(*, label: str, allowed_services: list[Service] | None = None,
+                   rate_limit_per_minute: int | None = None, daily_quota: int | None = None,
+                   balance_cents: int = 0, created_by=None) -> NewApiKey:
+    """A new key; its secret is returned here and nowhere else. No allow-list: every service."""
+    if balance_cents < 0:
+        raise ValueError("balance_cents must not be negative")
+    secret, prefix, secret_hash = credentials.api_key_generate()
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            prefix=prefix, secret_hash=secret_hash, label=label, allow_all_services=not allowed_services,
+            rate_limit_per_minute=rate_limit_per_minute, daily_quota=daily_quota, balance_cents=balance_cents,
+            created_by=created_by,
+        )
+        if allowed_services:
+            api_key.allowed_services.set(allowed_services)
+    return NewApiKey(api_key, secret)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    """Revoke now; later requests with the key get 401. Revoking twice keeps the first time."""
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+    return api_key
+
+
+def api_key_top_up(*, api_key: ApiKey, amount_cents: int) -> ApiKey:
+    """Add prepaid balance (cents)."""
+    if amount_cents <= 0:
+        raise ValueError("amount_cents must be positive")
+    ApiKey.objects.filter(pk=api_key.pk).update(balance_cents=F("balance_cents") + amount_cents)
+    api_key.refresh_from_db(fields=["balance_cents"])
+    return api_key
+
+
+def api_key_touch(*, api_key: ApiKey) -> None:
+    """Record the last use, at most once a minute per key to spare the database."""
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+
+
+def payment_create(*, service: Service, client: ApiKey | None = None, provider_id: str | None = None) -> Payment:
+    """A pending payment for `service`, its price and rules copied from the service's policy."""
+    policy = service.pricing_policy
+    return Payment.objects.create(
+        id=credentials.payment_id_generate(),
+        service=service,
+        policy=policy,
+        amount_cents=policy.amount_cents,
+        currency=policy.currency,
+        billing_mode=policy.billing_mode,
+        max_calls=policy.max_calls,
+        settle_mode=policy.settle_mode,
+        allow_reuse=policy.allow_reuse,
+        bind_client=policy.bind_client,
+        provider_id=provider_id or service.payment_provider_id,
+        provider=service.payment_provider,
+        pay_to=settings.X402_PAY_TO,
+        client=client,
+        expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_TTL_SECONDS),
+    )
+
+
+class InsufficientBalance(Exception):
+    pass
+
+
+def payment_pay_from_balance(*, payment: Payment, api_key: ApiKey) -> Payment:
+    """Pay a pending payment from the key's prepaid balance; the payment is bound to that key.
+
+    Raises PaymentRefused when the payment is not payable by this key, and
+    InsufficientBalance when the balance is short (nothing is debited then).
+    """
+    with transaction.atomic():
+        locked = Payment.objects.select_for_update().get(pk=payment.pk)
+        now = timezone.now()
+        if locked.status != Payment.Status.PENDING:
+            raise PaymentRefused("payment is already paid")
+        if locked.expires_at <= now:
+            raise PaymentRefused("payment expired before it was paid; create a new one")
+        if locked.client_id is not None and locked.client_id != api_key.pk:
+            raise PaymentRefused("payment belongs to another client")
+        debited = ApiKey.objects.filter(
+            pk=api_key.pk, revoked_at__isnull=True, balance_cents__gte=locked.amount_cents
+        ).update(balance_cents=F("balance_cents") - locked.amount_cents)
+        if not debited:
+            raise InsufficientBalance()
+        locked.status = Payment.Status.PAID
+        locked.method = Payment.Method.BALANCE
+        locked.client = api_key if locked.bind_client or locked.client_id else None
+        locked.paid_at = now
+        locked.expires_at = now + timedelta(seconds=settings.PAYMENT_TTL_SECONDS)
+        locked.save(update_fields=["status", "method", "client", "paid_at", "expires_at"])
+    api_key.refresh_from_db(fields=["balance_cents"])
+    return locked
+
+
+def _refusal(payment: Payment | None, service: Service, api_key: ApiKey | None) -> str:
+    """Why a token could not take a call, in the precedence agents can act on."""
+    if payment is None:
+        return TOKEN_INVALID
+    if payment.status != Payment.Status.PAID:
+        return TOKEN_UNPAID
+    if payment.expires_at <= timezone.now():
+        return TOKEN_EXPIRED
+    if not payment.allow_reuse and payment.service_id != service.pk:
+        return TOKEN_OTHER_SERVICE
+    if payment.bind_client and payment.client_id is not None and payment.client_id != getattr(api_key, "pk", None):
+        return TOKEN_OTHER_CLIENT
+    return TOKEN_USED_UP
+
+
+def token_call_reserve(*, token: str, service: Service, api_key: ApiKey | None) -> Payment:
+    """Take one call of the token's payment for `service`, atomically, or raise PaymentRefused.
+
+    The call is reserved, not spent: token_call_give_back() returns it when the
+    call yields no result.
+    """
+    payment_id = credentials.payment_token_id(token)
+    payment = Payment.objects.filter(pk=payment_id).first() if payment_id else None
+    if payment is None or _refusal(payment, service, api_key) != TOKEN_USED_UP:
+        raise PaymentRefused(_refusal(payment, service, api_key))
+    taken = Payment.objects.filter(
+        pk=payment.pk, status=Payment.Status.PAID, expires_at__gt=timezone.now(), used_calls__lt=F("max_calls")
+    ).update(used_calls=F("used_calls") + 1)
+    if not taken:
+        payment.refresh_from_db()
+        raise PaymentRefused(_refusal(payment, service, api_key))
+    payment.refresh_from_db(fields=["used_calls"])
+    return payment
+
+
+def token_call_give_back(*, payment: Payment) -> None:
+    """Return a reserved call that produced no result."""
+    Payment.objects.filter(pk=payment.pk, used_calls__gt=0).update(used_calls=F("used_calls") - 1)
+
+
+def tool_call_start(*, service: Service, api_key: ApiKey | None, payment: Payment | None,
+                    payment_method: str) -> ToolCall:
+    """The call's record, written before the upstream is asked (see ToolCall)."""
+    return ToolCall.objects.create(
+        service=service, api_key=api_key, client_id=api_key.client_id if api_key else "",
+        payment=payment, payment_method=payment_method,
+    )
+
+
+def tool_call_finish(*, call: ToolCall, outcome: str, http_status: int, latency_ms: int | None,
+                     amount_cents: int, upstream_code: str = "", upstream_request_id: str = "",
+                     error: str = "") -> ToolCall:
+    """Close a call's record with how it ended and what it cost the caller."""
+    call.outcome = outcome
+    call.http_status = http_status
+    call.latency_ms = latency_ms
+    call.amount_cents = amount_cents
+    call.upstream_code = upstream_code[:100]
+    call.upstream_request_id = upstream_request_id[:100]
+    call.error = error[:500]
+    call.finished_at = timezone.now()
+    call.save(update_fields=["outcome", "http_status", "latency_ms", "amount_cents", "upstream_code",
+                             "upstream_request_id", "error", "finished_at"])
+    return call
