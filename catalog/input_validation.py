@@ -97,12 +97,15 @@ def _parameter(error) -> str | None:
 def input_problems(schema: dict, arguments: dict, *, cache_key: str = "") -> list[tuple[str, str | None]]:
     """Every problem with `arguments` as (message, parameter), in schema order; empty when valid.
 
-    Unknown parameters come first, then each parameter's problems in the order
-    the schema lists them, so the first message is about the first thing to fix.
+    Unknown parameters come first, then the required parameters in the order the
+    schema requires them, then the optional ones by name: the first message is
+    about the first thing to fix.
     """
     validator = _validator(cache_key, schema) if cache_key else Draft202012Validator(
         _closed(schema), format_checker=_formats)
-    order = {name: index for index, name in enumerate(schema.get("properties") or {})}
+    # `required` is a list, so its order survives PostgreSQL's jsonb (which reorders object keys).
+    names = [*schema.get("required", []), *sorted(schema.get("properties") or {})]
+    order = {name: index for index, name in reversed(list(enumerate(names)))}
     errors = sorted(validator.iter_errors(arguments), key=lambda e: (
         order.get(_parameter(e), -1), len(e.absolute_path), _where(e.absolute_path), e.validator))
     return [(_message(error), _where(error.absolute_path) or _parameter(error)) for error in errors]

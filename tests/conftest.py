@@ -88,3 +88,44 @@ def paid_token(db):
         return payment, payment_token(payment.id)
 
     return buy
+
+
+@pytest.fixture
+def committed_db(transactional_db):
+    """Rows committed for real, so other connections (threads, processes) see them.
+
+    The flush after such a test empties every table, so the reference catalog
+    is imported again when missing. pytest-django runs transactional tests after
+    all the others (on each xdist worker too), so no rolled-back test misses it.
+    """
+    from catalog.models import Service
+
+    if not Service.objects.exists():
+        catalog_import(paths=[REFERENCE_CATALOG])
+
+
+@pytest.fixture
+def postgresql_only():
+    from django.conf import settings
+
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
+        pytest.skip("races need real concurrent connections: run with DATABASE_URL=postgres://... (CI does)")
+
+
+def run_concurrently(function, count: int) -> list:
+    """`function(i)` in `count` threads released together; each thread has its own database connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    barrier = threading.Barrier(count)
+
+    def run(index):
+        try:
+            barrier.wait(timeout=30)
+            return function(index)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(run, range(count)))
