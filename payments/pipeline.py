@@ -161,14 +161,16 @@ def _settle(service: Service, payment: Payment, call: ToolCall, arguments: dict)
         answer = aliyun_client.call_service(service, arguments)
     except aliyun_client.UpstreamError as error:
         # No result, no charge: the token's call goes back before the caller hears of it.
+        http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
         with transaction.atomic():
-            payment_services.token_call_give_back(payment=payment)
-            http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
-            payment_services.tool_call_finish(
+            call = payment_services.tool_call_finish(
                 call=call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
                 http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
                 amount_cents=0, upstream_code=error.code, upstream_request_id=error.request_id, error=error.message,
             )
+            # A call reconciled meanwhile has had its payment given back already.
+            if call.outcome != ToolCall.Outcome.ABANDONED:
+                payment_services.token_call_give_back(payment=payment)
         body = {"error": _failure_message(error), "charged": False}
         if error.code:
             body["code"] = error.code

@@ -192,14 +192,37 @@ def tool_call_finish(*, call: ToolCall, outcome: str, http_status: int, latency_
                      amount_cents: int, upstream_code: str = "", upstream_request_id: str = "",
                      error: str = "") -> ToolCall:
     """Close a call's record with how it ended and what it cost the caller."""
-    call.outcome = outcome
-    call.http_status = http_status
-    call.latency_ms = latency_ms
-    call.amount_cents = amount_cents
-    call.upstream_code = upstream_code[:100]
-    call.upstream_request_id = upstream_request_id[:100]
-    call.error = error[:500]
-    call.finished_at = timezone.now()
-    call.save(update_fields=["outcome", "http_status", "latency_ms", "amount_cents", "upstream_code",
-                             "upstream_request_id", "error", "finished_at"])
+    fields = {
+        "outcome": outcome, "http_status": http_status, "latency_ms": latency_ms, "amount_cents": amount_cents,
+        "upstream_code": upstream_code[:100], "upstream_request_id": upstream_request_id[:100],
+        "error": error[:500], "finished_at": timezone.now(),
+    }
+    # Conditional, so a record already reconciled as abandoned keeps saying so.
+    if ToolCall.objects.filter(pk=call.pk, outcome=ToolCall.Outcome.IN_PROGRESS).update(**fields):
+        for name, value in fields.items():
+            setattr(call, name, value)
+    else:
+        call.refresh_from_db()
     return call
+
+
+def tool_calls_reconcile(*, older_than: timedelta) -> int:
+    """Close the records a dead process left `in_progress` and give their token calls back.
+
+    A call is only reconciled once it is older than any upstream attempt can
+    last, so a live process never has its call taken from under it. Returns how
+    many were reconciled.
+    """
+    now = timezone.now()
+    stale = ToolCall.objects.filter(outcome=ToolCall.Outcome.IN_PROGRESS, started_at__lt=now - older_than)
+    reconciled = 0
+    for call_id, payment_id in stale.values_list("pk", "payment_id"):
+        with transaction.atomic():
+            closed = ToolCall.objects.filter(pk=call_id, outcome=ToolCall.Outcome.IN_PROGRESS).update(
+                outcome=ToolCall.Outcome.ABANDONED, finished_at=now, amount_cents=0,
+                error="the call was cut off before it finished; its payment was given back",
+            )
+            if closed and payment_id:
+                Payment.objects.filter(pk=payment_id, used_calls__gt=0).update(used_calls=F("used_calls") - 1)
+            reconciled += closed
+    return reconciled

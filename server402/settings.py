@@ -259,7 +259,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "reconcile-abandoned-calls": {"task": "payments.tasks.reconcile_abandoned_calls", "schedule": 300.0},
+}
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.input_validation import input_problems
 from catalog.selectors import service_resolve
 from payments import services as payment_services
 from payments.credentials import payment_token
@@ -39,6 +40,11 @@ class Command(BaseCommand):
             raise CommandError(f"service {service_id!r} not found or not callable")
         if not api_key_allows(key, service):
             raise CommandError("api key is not allowed to call this service")
+        # Refuse bad input before buying anything with the balance.
+        problems = input_problems(service.input_schema, arguments) if isinstance(arguments, dict) else [
+            ("--input must be a JSON object", None)]
+        if problems:
+            raise CommandError(problems[0][0])
         payment = payment_services.payment_create(service=service, client=key)
         try:
             payment = payment_services.payment_pay_from_balance(payment=payment, api_key=key)
