@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.input_validation import input_problems
@@ -57,4 +58,9 @@ class Command(BaseCommand):
         self.stderr.write(f"HTTP {answer.status}")
         self.stdout.write(json.dumps(answer.body, ensure_ascii=False, indent=2))
         if answer.status != 200:
+            # The failed call was given back: the token can pay for a retry.
+            self.stderr.write(f"Not charged; retry with X-Payment-Token: {payment_token(payment.id)}")
+            if settings.SANDBOX and answer.status == 502:
+                self.stderr.write(f"The sandbox emulator is served by the running server: is it up on "
+                                  f"PORT={settings.PORT}? Set PORT to the port `make run` serves.")
             sys.exit(1)
