@@ -70,9 +70,9 @@ ACS3_HEADERS = {
     "x-acs-signature-nonce": "c0ffee00c0ffee00c0ffee00c0ffee00",
 }
 V3B_BODY = (
-    "ImageURL=https%3A%2F%2Fviapi-test.oss-cn-shanghai.aliyuncs.com%2Fviapi-3.0domepic%2Fimagerecog%2F"
-    "RecognizeVehicleType%2Fa+b%2Bc%2A~%C3%A9.jpg%3Fx%3D1%26y%3D2"
-).encode()
+    b"ImageURL=https%3A%2F%2Fviapi-test.oss-cn-shanghai.aliyuncs.com%2Fviapi-3.0domepic%2Fimagerecog%2F"
+    b"RecognizeVehicleType%2Fa+b%2Bc%2A~%C3%A9.jpg%3Fx%3D1%26y%3D2"
+)
 
 
 def test_it_reproduces_the_sdk_acs3_signature_of_a_get():

@@ -210,7 +210,8 @@ def test_a_two_megabyte_body_is_400_and_charges_nothing(api, buyer):
     key, secret, payment, token = buyer
     response = _post(api, raw=json.dumps({"ImageURL": "https://example.com/" + "a" * 2_000_000}),
                      token=token, key=secret)
-    assert (response.status_code, response.json()) == (400, {"error": "request body is too large: at most 1048576 bytes"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "request body is too large: at most 1048576 bytes"}
     _untouched(payment, key)
 
 
