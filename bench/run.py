@@ -36,6 +36,8 @@ from catalog.models import Service  # noqa: E402
 from catalog.selectors import catalog_search  # noqa: E402
 from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 
+import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
+
 QUERIES = [case["query"] for case in json.loads((ROOT / "tests/catalog/judged_queries.json").read_text())]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
@@ -102,7 +104,9 @@ def measure(label: str, rows: list) -> None:
 
 def main() -> None:
     setup_test_environment()
-    old_name = connection.creation.create_test_db(verbosity=0, keepdb=False)
+    # create_test_db() returns the test database's name; destroy_test_db() restores the one given.
+    old_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, keepdb=False)
     try:
         catalog_import(paths=[REFERENCE_CATALOG])
         rows: list = []
@@ -111,7 +115,6 @@ def main() -> None:
         measure(f"{Service.objects.count()} services", rows)
     finally:
         connection.creation.destroy_test_db(old_name, verbosity=0)
-        shutil.rmtree(_workdir, ignore_errors=True)
     engine = connection.vendor
     print(f"\nCatalog search latency ({engine}, {len(QUERIES)} judged queries x {ROUNDS} rounds, limit 10)\n")
     print("| catalog | what | p50 ms | p95 ms | p50 vs baseline |")
@@ -119,7 +122,11 @@ def main() -> None:
     for label, name, p50, p95, base_p50 in rows:
         ratio = f"{p50 / base_p50:.2f}x" if base_p50 else ""
         print(f"| {label} | {name} | {p50:.2f} | {p95:.2f} | {ratio} |")
+    paid_call.main()
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        shutil.rmtree(_workdir, ignore_errors=True)
