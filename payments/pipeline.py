@@ -96,7 +96,7 @@ def _validate(service: Service, arguments) -> None:
 
 def _payment_required(service: Service, reason: str) -> _Refused:
     return _Refused(status.HTTP_402_PAYMENT_REQUIRED, challenge.payment_required_body(service, reason),
-                    challenge.payment_required_headers())
+                    challenge.payment_required_headers(service, reason))
 
 
 def _pay(service: Service, api_key: ApiKey | None, payment_token: str | None,

@@ -103,6 +103,10 @@ X402_NETWORK = "eip155:84532" if SANDBOX else "eip155:8453"
 X402_ASSET = (
     "0x036CbD53842c5426634e7929541eC2318f3dCF7e" if SANDBOX else "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 )
+# The token's EIP-712 domain, which payers sign over (extra.name / extra.version).
+X402_ASSET_DOMAIN = {"name": "USDC", "version": "2"} if SANDBOX else {"name": "USD Coin", "version": "2"}
+# How long a payer may take to pay a 402 (PaymentRequirements.maxTimeoutSeconds).
+X402_MAX_TIMEOUT_SECONDS = env_int("X402_MAX_TIMEOUT_SECONDS", 300, minimum=10, maximum=3600)
 X402_FACILITATOR_URL = env_url("X402_FACILITATOR_URL")
 # The sandbox payee is a well-known throwaway address: sandbox money is not real.
 X402_PAY_TO = env_evm_address(
