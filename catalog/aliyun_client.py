@@ -146,7 +146,7 @@ def _signed_request(method: str, product: str, version: str, action: str, query:
     access_key_id, secret = credentials
     url = endpoint(product)
     nonce, now = uuid.uuid4().hex, signing.timestamp()
-    body = httpx.QueryParams(form).__str__().encode() if form else b""
+    body = str(httpx.QueryParams(form)).encode() if form else b""
     if settings.ALIBABA_CLOUD_SIGNATURE == "acs3-hmac-sha256":
         headers = {
             "host": httpx.URL(url).netloc.decode(),
