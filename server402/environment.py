@@ -39,30 +39,25 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true/false, yes/no, on/off or 1/0.")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def _env_number(name, default, convert, kind, minimum, maximum):
     value = _raw(name)
     if not value:
         return default
     try:
-        number = int(value)
+        number = convert(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+        raise ImproperlyConfigured(f"{name}={value!r} is not {kind}.") from None
     if minimum is not None and number < minimum or maximum is not None and number > maximum:
         raise ImproperlyConfigured(f"{name}={number} is out of range [{minimum}, {maximum}].")
     return number
 
 
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    return _env_number(name, default, int, "a whole number", minimum, maximum)
+
+
 def env_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
-    value = _raw(name)
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
-    if not minimum <= number <= maximum:
-        raise ImproperlyConfigured(f"{name}={number} is out of range [{minimum}, {maximum}].")
-    return number
+    return _env_number(name, default, float, "a number", minimum, maximum)
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 
-from server402.environment import env_bool, env_evm_address, env_int, env_url
+from server402.environment import env_bool, env_evm_address, env_float, env_int, env_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,3 +126,15 @@ def test_celery_uses_redis_when_given_and_files_otherwise():
     from server402.celery import app
 
     assert app.conf.broker_url == (settings.REDIS_URL or "filesystem://")
+
+
+def test_a_timeout_that_is_not_a_number_fails_at_start_up():
+    os.environ["SERVER402_TEST_FLOAT"] = "soon"
+    try:
+        with pytest.raises(ImproperlyConfigured, match="SERVER402_TEST_FLOAT='soon' is not a number"):
+            env_float("SERVER402_TEST_FLOAT", 1.0, minimum=0, maximum=2)
+        os.environ["SERVER402_TEST_FLOAT"] = "3.5"
+        with pytest.raises(ImproperlyConfigured, match="out of range"):
+            env_float("SERVER402_TEST_FLOAT", 1.0, minimum=0, maximum=2)
+    finally:
+        del os.environ["SERVER402_TEST_FLOAT"]
