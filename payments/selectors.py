@@ -48,17 +48,18 @@ def _iso(moment) -> str | None:
 
 def payment_record(payment: Payment, *, viewer: ApiKey | None, show_token: bool = False) -> dict:
     """Seed 001's payment record. The token is shown to the bound client, or when asked at creation."""
+    state = payment.state()
     record = {
         "paymentId": payment.id,
         "serviceId": payment.service_id,
         "internalServiceId": payment.service.internal_id,
-        "status": payment.state(),
+        "status": state,
         "amountCents": payment.amount_cents,
         "currency": payment.currency,
         "billingMode": payment.billing_mode,
         "maxCalls": payment.max_calls,
         "usedCalls": payment.used_calls,
-        "remainingCalls": payment.remaining_calls if payment.state() == "paid" else 0,
+        "remainingCalls": payment.remaining_calls if state == "paid" else 0,
         "expiresAt": _iso(payment.expires_at),
         "paidAt": _iso(payment.paid_at),
         "payTo": payment.pay_to,

@@ -162,8 +162,10 @@ def token_call_reserve(*, token: str, service: Service, api_key: ApiKey | None) 
     """
     payment_id = credentials.payment_token_id(token)
     payment = Payment.objects.filter(pk=payment_id).first() if payment_id else None
-    if payment is None or _refusal(payment, service, api_key) != TOKEN_USED_UP:
-        raise PaymentRefused(_refusal(payment, service, api_key))
+    refusal = _refusal(payment, service, api_key)
+    # TOKEN_USED_UP is what remains once every other reason is ruled out: try to take a call.
+    if refusal != TOKEN_USED_UP:
+        raise PaymentRefused(refusal)
     taken = Payment.objects.filter(
         pk=payment.pk, status=Payment.Status.PAID, expires_at__gt=timezone.now(), used_calls__lt=F("max_calls")
     ).update(used_calls=F("used_calls") + 1)
