@@ -7,11 +7,13 @@ anonymous caller cannot make Server402 store rows by asking for prices.
 import math
 
 from django.conf import settings
+from x402.extensions.bazaar import OutputConfig, declare_discovery_extension
 from x402.http.utils import encode_payment_required_header
 from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
 
-from catalog.models import Service
+from catalog.models import PricingPolicy, Service
 from payments.instructions import payment_flow
+from payments.models import Payment
 
 # USDC has 6 decimals: one US cent is 10,000 atomic units.
 USDC_UNITS_PER_CENT = 10_000
@@ -40,33 +42,89 @@ def tool_url(service: Service) -> str:
     return f"{settings.PUBLIC_BASE_URL}/api/tools/{service.id}"
 
 
-def x402_requirements(service: Service) -> list[PaymentRequirements]:
-    """What one call costs in x402 terms (scheme exact, USDC on Base), or [] if the price is not in USD.
+def call_price_cents(policy: PricingPolicy) -> int:
+    """What one x402-paid call costs: a policy selling N calls for one price, 1/N of it, rounded up to a cent.
 
-    A policy that sells N calls for one price costs 1/N of it per x402 call,
-    rounded up to the next atomic unit.
+    Whole cents keep the payments ledger exact (an x402 call is a one-call payment).
     """
-    policy = service.pricing_policy
-    if policy.currency != "USD":
-        return []
-    amount = math.ceil(policy.amount_cents * USDC_UNITS_PER_CENT / policy.max_calls)
-    return [PaymentRequirements(
+    return math.ceil(policy.amount_cents / policy.max_calls)
+
+
+def _usdc_requirements(amount_cents: int, pay_to: str) -> PaymentRequirements:
+    return PaymentRequirements(
         scheme="exact",
         network=settings.X402_NETWORK,
         asset=settings.X402_ASSET,
-        amount=str(amount),
-        pay_to=settings.X402_PAY_TO,
+        amount=str(amount_cents * USDC_UNITS_PER_CENT),
+        pay_to=pay_to,
         max_timeout_seconds=settings.X402_MAX_TIMEOUT_SECONDS,
         extra=dict(settings.X402_ASSET_DOMAIN),
-    )]
+    )
+
+
+def x402_requirements(service: Service) -> list[PaymentRequirements]:
+    """What one call costs in x402 terms (scheme exact, USDC on Base), or [] if the price is not in USD."""
+    policy = service.pricing_policy
+    if policy.currency != "USD":
+        return []
+    return [_usdc_requirements(call_price_cents(policy), settings.X402_PAY_TO)]
+
+
+def payment_pay_url(payment: Payment) -> str:
+    return f"{settings.PUBLIC_BASE_URL}/api/payments/{payment.id}/pay"
+
+
+def payment_x402_requirements(payment: Payment) -> list[PaymentRequirements]:
+    """What paying a whole legacy payment costs in x402 terms: its snapshot price, to its payee."""
+    if payment.currency != "USD":
+        return []
+    return [_usdc_requirements(payment.amount_cents, payment.pay_to)]
+
+
+def payment_x402_payment_required(payment: Payment, reason: str = PAYMENT_REQUIRED) -> PaymentRequired:
+    return PaymentRequired(
+        error=reason,
+        resource=ResourceInfo(url=payment_pay_url(payment), description=f"{payment.max_calls} call(s) of "
+                              f"{payment.service_id}", mime_type="application/json"),
+        accepts=payment_x402_requirements(payment),
+    )
+
+
+def _ascii_label(text: str) -> str | None:
+    # Bazaar indexes only printable ASCII of at most 32 characters.
+    return text if text and len(text) <= 32 and all(" " <= c <= "~" for c in text) else None
+
+
+def tool_resource(service: Service) -> ResourceInfo:
+    """The tool as an x402 resource, with the bazaar's service name and tags."""
+    tags = [tag for tag in service.tags if _ascii_label(tag)][:5]
+    return ResourceInfo(
+        url=tool_url(service), description=service.name, mime_type="application/json",
+        service_name=_ascii_label(service.name) or _ascii_label(service.upstream_action),
+        tags=tags or None,
+    )
+
+
+def bazaar_extension(service: Service) -> dict:
+    """`extensions.bazaar`: how to call the tool and what it answers, for x402 discovery services."""
+    extension = declare_discovery_extension(
+        input=service.example_request or None,
+        input_schema=service.input_schema,
+        body_type="json",
+        output=OutputConfig(example=service.example_response or None, schema=service.output_schema or None),
+    )
+    # The SDK leaves the method to its framework middleware; the tool is always a POST.
+    extension["bazaar"]["info"]["input"]["method"] = "POST"
+    return extension
 
 
 def x402_payment_required(service: Service, reason: str = PAYMENT_REQUIRED) -> PaymentRequired:
     """The x402 v2 PaymentRequired of a tool call, built with the official SDK's types."""
     return PaymentRequired(
         error=reason,
-        resource=ResourceInfo(url=tool_url(service), description=service.name, mime_type="application/json"),
+        resource=tool_resource(service),
         accepts=x402_requirements(service),
+        extensions=bazaar_extension(service),
     )
 
 
@@ -86,7 +144,7 @@ def payment_required_body(service: Service, reason: str = PAYMENT_REQUIRED) -> d
         "retry": flow["retry"],
         "accepts": [_wire(requirement) for requirement in required.accepts],
         "resource": _wire(required.resource),
-        "extensions": {},
+        "extensions": required.extensions,
         "x402Version": required.x402_version,
     }
 

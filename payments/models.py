@@ -120,6 +120,7 @@ class ToolCall(models.Model):
         UPSTREAM_ERROR = "upstream_error", "Upstream failure"
         TIMEOUT = "timeout"
         UNCONFIGURED = "unconfigured"
+        SETTLEMENT_FAILED = "settlement_failed", "x402 settlement failed (result withheld)"
         ABANDONED = "abandoned", "Cut off midway and reconciled"
 
     class PaymentMethod(models.TextChoices):
@@ -151,3 +152,50 @@ class ToolCall(models.Model):
 
     def __str__(self):
         return f"{self.service_id} {self.outcome} {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class X402Authorization(models.Model):
+    """One EIP-3009 authorization a payer presented, and what became of it: the x402 ledger.
+
+    The unique (payer, nonce) pair is what makes an authorization pay for at
+    most one call, however many processes see it at once: the second INSERT
+    fails in the database. Rows are the receipts of x402 money and are kept;
+    the constraint needs them at least until `valid_before` has passed, when
+    the chain itself would refuse the authorization.
+    """
+
+    class Status(models.TextChoices):
+        RESERVED = "reserved", "Verified, being used"
+        SETTLED = "settled"
+        UNSETTLED = "unsettled", "Not settled: the call yielded no result"
+        FAILED = "failed", "Settlement refused"
+        UNKNOWN = "unknown", "Settlement outcome unknown (facilitator did not answer)"
+
+    payer = models.CharField(max_length=42, help_text="Lower-case address of the signer.")
+    nonce = models.CharField(max_length=66, help_text="Lower-case 0x-prefixed 32-byte nonce.")
+    network = models.CharField(max_length=40)
+    asset = models.CharField(max_length=42)
+    pay_to = models.CharField(max_length=42)
+    amount = models.DecimalField(max_digits=40, decimal_places=0, help_text="Atomic units of the asset.")
+    valid_after = models.DateTimeField()
+    valid_before = models.DateTimeField()
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="x402_authorizations")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RESERVED)
+    facilitator = models.CharField(max_length=200, help_text="sandbox, or the remote facilitator's URL.")
+    transaction = models.CharField(max_length=100, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["payer", "nonce"], name="x402_authorization_used_once"),
+            # A payment is paid once: a second authorization cannot be in flight or settled beside the first.
+            models.UniqueConstraint(fields=["payment"], condition=Q(status__in=["reserved", "settled", "unknown"]),
+                                    name="x402_one_live_authorization_per_payment"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.payer} {self.nonce[:10]}... {self.status}"

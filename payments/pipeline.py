@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 from rest_framework import status
+from x402.http.utils import encode_payment_response_header
+from x402.schemas import SettleResponse
 
 from catalog import aliyun_client
 from catalog.input_validation import input_problems
-from catalog.models import Service
+from catalog.models import PricingPolicy, Service
 from catalog.selectors import closest_service_ids, service_lookup
-from payments import challenge, rate_limits
+from payments import challenge, credentials, facilitators, rate_limits, x402_gateway
 from payments import services as payment_services
 from payments.models import ApiKey, Payment, ToolCall
 from payments.selectors import ApiKeyRejected, api_key_allows, api_key_authenticate
@@ -94,17 +96,48 @@ def _validate(service: Service, arguments) -> None:
         raise _Refused(status.HTTP_400_BAD_REQUEST, body)
 
 
-def _payment_required(service: Service, reason: str) -> _Refused:
-    return _Refused(status.HTTP_402_PAYMENT_REQUIRED, challenge.payment_required_body(service, reason),
-                    challenge.payment_required_headers(service, reason))
+def _payment_required(service: Service, reason: str, code: str = "", headers: dict | None = None) -> _Refused:
+    body = challenge.payment_required_body(service, reason)
+    if code:
+        body["invalidReason"] = code
+    return _Refused(status.HTTP_402_PAYMENT_REQUIRED, body,
+                    {**challenge.payment_required_headers(service, reason), **(headers or {})})
+
+
+@dataclass
+class _Purchase:
+    payment: Payment
+    call: ToolCall
+    x402: x402_gateway.X402Settlement | None = None
+
+
+def _pay_x402(service: Service, api_key: ApiKey | None, header: str) -> _Purchase:
+    def refuse(status_code: int, code: str, message: str) -> _Refused:
+        if status_code == status.HTTP_402_PAYMENT_REQUIRED:
+            return _payment_required(service, message, code)
+        headers = {"Retry-After": "5"} if status_code == status.HTTP_503_SERVICE_UNAVAILABLE else {}
+        return _Refused(status_code, {"error": message, "invalidReason": code, "charged": False}, headers)
+
+    payload, offered, authorization = x402_gateway.x402_authorization_verify(
+        header=header, requirements=challenge.x402_requirements(service), resource_url=challenge.tool_url(service),
+        refuse=refuse)
+    with transaction.atomic():
+        try:
+            payment, ledger = payment_services.x402_call_reserve(
+                service=service, api_key=api_key, authorization=authorization, requirements=offered,
+                facilitator=facilitators.facilitator().name)
+        except payment_services.PaymentRefused as refused:
+            raise _payment_required(service, refused.reason, refused.code) from None
+        call = payment_services.tool_call_start(service=service, api_key=api_key, payment=payment,
+                                                payment_method=ToolCall.PaymentMethod.X402)
+    return _Purchase(payment, call, x402_gateway.X402Settlement(payload, offered, ledger))
 
 
 def _pay(service: Service, api_key: ApiKey | None, payment_token: str | None,
-         payment_signature: str | None) -> tuple[Payment, ToolCall]:
-    """Reserve the payment for one call and open the call's record, in one transaction."""
+         payment_signature: str | None) -> _Purchase:
+    """Reserve the payment for one call and open the call's record, in one transaction (SPEC step 4)."""
     if payment_signature:
-        raise _payment_required(service, "x402 payments (PAYMENT-SIGNATURE) are not accepted yet; "
-                                         "pay with the legacy token flow")
+        return _pay_x402(service, api_key, payment_signature)
     if not payment_token:
         raise _payment_required(service, challenge.PAYMENT_REQUIRED)
     with transaction.atomic():
@@ -114,7 +147,25 @@ def _pay(service: Service, api_key: ApiKey | None, payment_token: str | None,
             raise _payment_required(service, refused.reason) from None
         call = payment_services.tool_call_start(service=service, api_key=api_key, payment=payment,
                                                 payment_method=ToolCall.PaymentMethod.TOKEN)
-    return payment, call
+    return _Purchase(payment, call)
+
+
+def _settlement_failed(service: Service, purchase: _Purchase, settlement: SettleResponse, started: float,
+                       upstream_request_id: str = "") -> ToolAnswer:
+    """402: the payment did not settle, so whatever the call produced is not handed out."""
+    reason = settlement.error_reason or "settlement_failed"
+    detail = f" ({settlement.error_message})" if settlement.error_message else ""
+    call = payment_services.tool_call_finish(
+        call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED, http_status=status.HTTP_402_PAYMENT_REQUIRED,
+        latency_ms=round((time.monotonic() - started) * 1000), amount_cents=0,
+        upstream_request_id=upstream_request_id, error=f"settlement failed: {reason}{detail}",
+    )
+    refused = _payment_required(service, f"payment settlement failed: {reason}{detail}; the result is withheld "
+                                         f"and nothing was charged unless paymentId {purchase.payment.id} says so",
+                                reason, {"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})
+    refused.answer.body["paymentId"] = purchase.payment.id
+    refused.answer.call = call
+    return refused.answer
 
 
 def envelope(action: str, upstream_body: dict, request_id: str) -> dict:
@@ -155,37 +206,65 @@ def _failure_message(error: aliyun_client.UpstreamError) -> str:
     return f"the upstream failed: {error.message}"
 
 
-def _settle(service: Service, payment: Payment, call: ToolCall, arguments: dict) -> ToolAnswer:
+def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, started: float,
+                     settlement: SettleResponse | None) -> ToolAnswer:
+    """No result, no charge: the payment's call goes back (or x402 stays unsettled) before the caller hears."""
+    payment = purchase.payment
+    http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
+    with transaction.atomic():
+        call = payment_services.tool_call_finish(
+            call=purchase.call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
+            http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
+            amount_cents=0, upstream_code=error.code, upstream_request_id=error.request_id, error=error.message,
+        )
+        # A call reconciled meanwhile has had its payment given back already.
+        if call.outcome != ToolCall.Outcome.ABANDONED:
+            payment_services.token_call_give_back(payment=payment)
+        if purchase.x402 and settlement is None:
+            payment_services.x402_authorization_release(ledger=purchase.x402.ledger)
+    body = {"error": _failure_message(error), "charged": False}
+    headers = {"Retry-After": "1"} if error.kind == "throttled" else {}
+    if settlement is not None:
+        # Settled before the call (settle_first): the money moved, so the caller gets a
+        # token worth the call it did not receive.
+        body.update(charged=True, paymentId=payment.id, retryToken=credentials.payment_token(payment.id),
+                    retry="the payment settled before the upstream failed: retry with X-Payment-Token set to "
+                          "retryToken (one call)")
+        headers["PAYMENT-RESPONSE"] = encode_payment_response_header(settlement)
+    if error.code:
+        body["code"] = error.code
+    if error.request_id:
+        body["upstreamRequestId"] = error.request_id
+    return ToolAnswer(http_status, body, headers, call)
+
+
+def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
+    """Call the upstream for a reserved purchase; settle x402 before or after, as the payment's policy says."""
     started = time.monotonic()
+    payment, x402 = purchase.payment, purchase.x402
+    settlement = None
+    if x402 is not None and payment.settle_mode == PricingPolicy.SettleMode.SETTLE_FIRST:
+        settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
+        if not settlement.success:
+            return _settlement_failed(service, purchase, settlement, started)
     try:
         answer = aliyun_client.call_service(service, arguments)
     except aliyun_client.UpstreamError as error:
-        # No result, no charge: the token's call goes back before the caller hears of it.
-        http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
-        with transaction.atomic():
-            call = payment_services.tool_call_finish(
-                call=call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
-                http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
-                amount_cents=0, upstream_code=error.code, upstream_request_id=error.request_id, error=error.message,
-            )
-            # A call reconciled meanwhile has had its payment given back already.
-            if call.outcome != ToolCall.Outcome.ABANDONED:
-                payment_services.token_call_give_back(payment=payment)
-        body = {"error": _failure_message(error), "charged": False}
-        if error.code:
-            body["code"] = error.code
-        if error.request_id:
-            body["upstreamRequestId"] = error.request_id
-        headers = {"Retry-After": "1"} if error.kind == "throttled" else {}
-        return ToolAnswer(http_status, body, headers, call)
-    payment_services.tool_call_finish(
-        call=call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
+        return _upstream_failed(purchase, error, started, settlement)
+    if x402 is not None and settlement is None:
+        settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
+        if not settlement.success:
+            return _settlement_failed(service, purchase, settlement, started, answer.request_id)
+    call = payment_services.tool_call_finish(
+        call=purchase.call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
         latency_ms=answer.latency_ms, amount_cents=payment.amount_cents // payment.max_calls,
         upstream_request_id=answer.request_id,
     )
     body = envelope(service.upstream_action, answer.body, answer.request_id)
-    remaining = payment.max_calls - payment.used_calls
-    return ToolAnswer(status.HTTP_200_OK, body, {"X-Payment-Remaining-Calls": str(remaining)}, call)
+    headers = {"X-Payment-Remaining-Calls": str(payment.max_calls - payment.used_calls)}
+    if settlement is not None:
+        headers["PAYMENT-RESPONSE"] = encode_payment_response_header(settlement)
+    return ToolAnswer(status.HTTP_200_OK, body, headers, call)
 
 
 def paid_call_run(*, reference: str, arguments, api_key: str | None = None, payment_token: str | None = None,
@@ -193,13 +272,14 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
     `arguments` is the parsed JSON body (anything: it is validated here);
-    `api_key`, `payment_token` and `payment_signature` are the raw credentials.
+    `api_key`, `payment_token` and `payment_signature` (the PAYMENT-SIGNATURE
+    header) are the raw credentials; a signature is used before a token.
     """
     try:
         service = _resolve(reference)
         key = _authorize(service, api_key)
         _validate(service, arguments)
-        payment, call = _pay(service, key, payment_token, payment_signature)
+        purchase = _pay(service, key, payment_token, payment_signature)
     except _Refused as refused:
         return refused.answer
-    return _settle(service, payment, call, arguments)
+    return _run(service, purchase, arguments)

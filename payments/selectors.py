@@ -3,7 +3,7 @@
 from datetime import UTC
 
 from payments import credentials
-from payments.models import ApiKey, Payment
+from payments.models import ApiKey, Payment, X402Authorization
 
 
 class ApiKeyRejected(Exception):
@@ -74,3 +74,8 @@ def payment_record(payment: Payment, *, viewer: ApiKey | None, show_token: bool 
     if show_token or bound_viewer:
         record["token"] = credentials.payment_token(payment.id)
     return record
+
+
+def x402_authorization_seen(*, payer: str, nonce: str) -> bool:
+    """Whether this (payer, nonce) is already in the ledger (lower-case values)."""
+    return X402Authorization.objects.filter(payer=payer, nonce=nonce).exists()

@@ -9,21 +9,28 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from x402.schemas import PaymentRequirements, SettleResponse
 
 from catalog.models import Service
 from payments import credentials
-from payments.models import ApiKey, Payment, ToolCall
+from payments.challenge import call_price_cents
+from payments.models import ApiKey, Payment, ToolCall, X402Authorization
+from payments.payment_signatures import Authorization
 
 
 class PaymentRefused(Exception):
-    """A payment that cannot pay for this call; `reason` is the sentence the caller gets (402)."""
+    """A payment that cannot pay for this call; `reason` is the sentence the caller gets (402).
 
-    def __init__(self, reason: str):
+    `code` is the x402 reason code when there is one (invalidReason).
+    """
+
+    def __init__(self, reason: str, code: str = ""):
         super().__init__(reason)
         self.reason = reason
+        self.code = code
 
 
 # The precise reasons a token is refused (seed 001 `retry.failures` plus the ones it implies).
@@ -33,6 +40,8 @@ TOKEN_EXPIRED = "payment token expired"
 TOKEN_USED_UP = "payment token has no remaining calls"
 TOKEN_OTHER_SERVICE = "payment token is for another service"
 TOKEN_OTHER_CLIENT = "payment token belongs to another client"
+NONCE_USED = "payment authorization was already used (its nonce is spent); sign a new one"
+NONCE_USED_CODE = "invalid_exact_evm_nonce_already_used"
 
 
 @dataclass(frozen=True)
@@ -118,25 +127,120 @@ def payment_pay_from_balance(*, payment: Payment, api_key: ApiKey) -> Payment:
     with transaction.atomic():
         locked = Payment.objects.select_for_update().get(pk=payment.pk)
         now = timezone.now()
-        if locked.status != Payment.Status.PENDING:
-            raise PaymentRefused("payment is already paid")
-        if locked.expires_at <= now:
-            raise PaymentRefused("payment expired before it was paid; create a new one")
-        if locked.client_id is not None and locked.client_id != api_key.pk:
-            raise PaymentRefused("payment belongs to another client")
+        _payable(locked, api_key, now)
+        if locked.x402_authorizations.filter(status__in=["reserved", "unknown"]).exists():
+            raise PaymentRefused("payment is already being paid")
         debited = ApiKey.objects.filter(
             pk=api_key.pk, revoked_at__isnull=True, balance_cents__gte=locked.amount_cents
         ).update(balance_cents=F("balance_cents") - locked.amount_cents)
         if not debited:
             raise InsufficientBalance()
-        locked.status = Payment.Status.PAID
-        locked.method = Payment.Method.BALANCE
-        locked.client = api_key if locked.bind_client or locked.client_id else None
-        locked.paid_at = now
-        locked.expires_at = now + timedelta(seconds=settings.PAYMENT_TTL_SECONDS)
-        locked.save(update_fields=["status", "method", "client", "paid_at", "expires_at"])
+        _mark_paid(locked, method=Payment.Method.BALANCE, api_key=api_key, now=now)
     api_key.refresh_from_db(fields=["balance_cents"])
     return locked
+
+
+def _payable(locked: Payment, api_key: ApiKey | None, now) -> None:
+    if locked.status != Payment.Status.PENDING:
+        raise PaymentRefused("payment is already paid")
+    if locked.expires_at <= now:
+        raise PaymentRefused("payment expired before it was paid; create a new one")
+    if locked.client_id is not None and locked.client_id != getattr(api_key, "pk", None):
+        raise PaymentRefused("payment belongs to another client")
+
+
+def _mark_paid(locked: Payment, *, method: str, api_key: ApiKey | None, now) -> None:
+    locked.status = Payment.Status.PAID
+    locked.method = method
+    if api_key is not None and (locked.bind_client or locked.client_id):
+        locked.client = api_key
+    locked.paid_at = now
+    locked.expires_at = now + timedelta(seconds=settings.PAYMENT_TTL_SECONDS)
+    locked.save(update_fields=["status", "method", "client", "paid_at", "expires_at"])
+
+
+def _ledger_insert(*, payment: Payment, authorization: Authorization, requirements: PaymentRequirements,
+                   facilitator: str) -> X402Authorization:
+    """The (payer, nonce) row; the database refuses a second one, in any process."""
+    try:
+        with transaction.atomic():
+            return X402Authorization.objects.create(
+                payer=authorization.payer, nonce=authorization.nonce, network=requirements.network,
+                asset=requirements.asset, pay_to=requirements.pay_to, amount=authorization.value,
+                valid_after=authorization.valid_after, valid_before=authorization.valid_before, payment=payment,
+                facilitator=facilitator,
+            )
+    except IntegrityError:
+        if X402Authorization.objects.filter(payer=authorization.payer, nonce=authorization.nonce).exists():
+            raise PaymentRefused(NONCE_USED, NONCE_USED_CODE) from None
+        raise PaymentRefused("payment is already being paid") from None
+
+
+def x402_call_reserve(*, service: Service, api_key: ApiKey | None, authorization: Authorization,
+                      requirements: PaymentRequirements, facilitator: str) -> tuple[Payment, X402Authorization]:
+    """A one-call payment for `service`, its call already taken, and the authorization's ledger row.
+
+    The payment stays pending until the authorization settles. Raises
+    PaymentRefused (NONCE_USED) when the authorization was seen before. Call
+    inside a transaction that also opens the call's record.
+    """
+    policy = service.pricing_policy
+    payment = Payment.objects.create(
+        id=credentials.payment_id_generate(), service=service, policy=policy, amount_cents=call_price_cents(policy),
+        currency=policy.currency, billing_mode=policy.billing_mode, max_calls=1, settle_mode=policy.settle_mode,
+        allow_reuse=False, bind_client=policy.bind_client, provider_id=service.payment_provider_id,
+        provider=service.payment_provider, pay_to=requirements.pay_to,
+        client=api_key if policy.bind_client else None, method=Payment.Method.X402, used_calls=1,
+        expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_TTL_SECONDS),
+    )
+    ledger = _ledger_insert(payment=payment, authorization=authorization, requirements=requirements,
+                            facilitator=facilitator)
+    return payment, ledger
+
+
+def payment_x402_reserve(*, payment: Payment, api_key: ApiKey | None, authorization: Authorization,
+                         requirements: PaymentRequirements, facilitator: str) -> X402Authorization:
+    """Hold a pending legacy payment for one x402 authorization until it settles (x402_settlement_record)."""
+    with transaction.atomic():
+        locked = Payment.objects.select_for_update().get(pk=payment.pk)
+        _payable(locked, api_key, timezone.now())
+        return _ledger_insert(payment=locked, authorization=authorization, requirements=requirements,
+                              facilitator=facilitator)
+
+
+def x402_settlement_record(*, ledger: X402Authorization, settlement: SettleResponse | None, error: str = "",
+                           api_key: ApiKey | None = None) -> X402Authorization:
+    """Write down how settling an authorization ended; a success pays its payment.
+
+    `settlement` None means the facilitator gave no answer: the outcome is
+    unknown and stays visible for the operator to reconcile. Conditional on
+    the row still being reserved, so an outcome is written once.
+    """
+    now = timezone.now()
+    if settlement is not None and settlement.success:
+        with transaction.atomic():
+            written = X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
+                status=X402Authorization.Status.SETTLED, transaction=settlement.transaction[:100], settled_at=now)
+            if written:
+                locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
+                if locked.status == Payment.Status.PENDING:
+                    _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)
+    else:
+        status = X402Authorization.Status.UNKNOWN if settlement is None else X402Authorization.Status.FAILED
+        reason = error or (settlement.error_reason if settlement is not None else "") or "settlement failed"
+        X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
+            status=status, error=reason[:300], transaction=(settlement.transaction or "")[:100] if settlement else "")
+    ledger.refresh_from_db()
+    return ledger
+
+
+def x402_authorization_release(*, ledger: X402Authorization) -> None:
+    """The call yielded no result and the authorization was never settled: nothing was charged.
+
+    The row stays, so the same authorization cannot be presented again.
+    """
+    X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
+        status=X402Authorization.Status.UNSETTLED)
 
 
 def _refusal(payment: Payment | None, service: Service, api_key: ApiKey | None) -> str:
@@ -226,5 +330,8 @@ def tool_calls_reconcile(*, older_than: timedelta) -> int:
             )
             if closed and payment_id:
                 Payment.objects.filter(pk=payment_id, used_calls__gt=0).update(used_calls=F("used_calls") - 1)
+                # Whether a settlement was in flight when the process died cannot be known here.
+                X402Authorization.objects.filter(payment_id=payment_id, status=X402Authorization.Status.RESERVED) \
+                    .update(status=X402Authorization.Status.UNKNOWN, error="the call was cut off before it finished")
             reconciled += closed
     return reconciled

@@ -107,7 +107,12 @@ X402_ASSET = (
 X402_ASSET_DOMAIN = {"name": "USDC", "version": "2"} if SANDBOX else {"name": "USD Coin", "version": "2"}
 # How long a payer may take to pay a 402 (PaymentRequirements.maxTimeoutSeconds).
 X402_MAX_TIMEOUT_SECONDS = env_int("X402_MAX_TIMEOUT_SECONDS", 300, minimum=10, maximum=3600)
+# A remote facilitator's base URL (/verify, /settle); unset, the sandbox verifies in-process.
 X402_FACILITATOR_URL = env_url("X402_FACILITATOR_URL")
+# Seconds to wait for the facilitator; settling waits for the chain, so it is generous.
+X402_FACILITATOR_TIMEOUT = env_float("X402_FACILITATOR_TIMEOUT", 30.0, minimum=0.05, maximum=300)
+# Sent as the Authorization header to a facilitator that wants one (e.g. "Bearer ...").
+X402_FACILITATOR_AUTHORIZATION = env_str("X402_FACILITATOR_AUTHORIZATION")
 # The sandbox payee is a well-known throwaway address: sandbox money is not real.
 X402_PAY_TO = env_evm_address(
     "X402_PAY_TO", "0x000000000000000000000000000000000000dEaD" if SANDBOX else None
@@ -273,6 +278,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # httpx logs every request at INFO, signature and all; its failures reach our own logs.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # The x402 SDK logs each signature it makes or checks at INFO.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "x402": {"level": "WARNING"}},
     "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()},
 }

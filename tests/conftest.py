@@ -129,3 +129,59 @@ def run_concurrently(function, count: int) -> list:
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return list(pool.map(run, range(count)))
+
+
+class X402Payer:
+    """A throwaway wallet that pays 402s the way agents do: through the official x402 client."""
+
+    def __init__(self):
+        from eth_account import Account
+        from x402 import x402ClientSync
+        from x402.mechanisms.evm.exact import ExactEvmClientScheme
+
+        self.account = Account.create()
+        self.address = self.account.address
+        self.client = x402ClientSync().register("eip155:*", ExactEvmClientScheme(signer=self.account))
+
+    def payload(self, payment_required_header: str) -> dict:
+        """The PaymentPayload (wire JSON) the official client makes for a PAYMENT-REQUIRED header."""
+        from x402.http.utils import decode_payment_required_header
+
+        required = decode_payment_required_header(payment_required_header)
+        payload = self.client.create_payment_payload(required, resource=required.resource)
+        return payload.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def header(self, payment_required_header: str) -> str:
+        return encode_header(self.payload(payment_required_header))
+
+    def sign(self, payload: dict, *, chain_id: int = 84532, name: str = "USDC", signer=None) -> dict:
+        """Sign payload's (possibly edited) authorization again, as `signer` (default: this wallet)."""
+        from eth_account import Account
+
+        authorization = payload["payload"]["authorization"]
+        signed = Account.sign_typed_data(
+            (signer or self.account).key,
+            domain_data={"name": name, "version": "2", "chainId": chain_id,
+                         "verifyingContract": payload["accepted"]["asset"]},
+            message_types={"TransferWithAuthorization": [
+                {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"}]},
+            message_data={**authorization, "value": int(authorization["value"]),
+                          "validAfter": int(authorization["validAfter"]),
+                          "validBefore": int(authorization["validBefore"]),
+                          "nonce": bytes.fromhex(authorization["nonce"][2:])},
+        )
+        payload["payload"]["signature"] = "0x" + signed.signature.hex().removeprefix("0x")
+        return payload
+
+
+def encode_header(document: dict) -> str:
+    import base64
+
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+@pytest.fixture
+def x402_payer():
+    return X402Payer()

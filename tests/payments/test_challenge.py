@@ -52,7 +52,7 @@ def test_the_header_names_the_precise_reason_of_a_refused_token(api):
 def test_the_price_follows_the_policy_per_call(api):
     PricingPolicy.objects.filter(id="aliyun-viapi").update(amount_cents=100, max_calls=3)
     _, required = _challenge(api)
-    assert required.accepts[0].amount == "333334"  # a third of USD 1.00, rounded up to the next unit
+    assert required.accepts[0].amount == "340000"  # a third of USD 1.00, rounded up to the next cent
 
 
 def test_a_price_not_in_usd_offers_no_usdc_requirement(api):

@@ -275,12 +275,6 @@ def test_a_token_of_an_unpaid_payment_is_refused(api, make_key):
     assert (response.status_code, response.json()["error"]) == (402, "payment is not paid yet")
 
 
-def test_an_x402_signature_is_not_taken_for_payment_yet(api):
-    response = _post(api, HTTP_PAYMENT_SIGNATURE="eyJ4NDAyVmVyc2lvbiI6Mn0=")
-    assert response.status_code == 402
-    assert "not accepted yet" in response.json()["error"]
-
-
 # --- Upstream failures: mapped, recorded, and the call given back --------------
 
 @pytest.mark.parametrize(("image", "status", "code", "outcome"), [

@@ -1,0 +1,76 @@
+"""The x402 steps shared by the paid call and the legacy payment: verify a PAYMENT-SIGNATURE, settle it.
+
+Verification writes nothing (a refused payment leaves no trace); settlement
+writes its outcome to the ledger whatever it is, including "unknown" when the
+facilitator did not answer.
+"""
+
+from dataclasses import dataclass
+
+from django.utils import timezone
+from rest_framework import status
+from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
+
+from payments import facilitators
+from payments import services as payment_services
+from payments.models import ApiKey, X402Authorization
+from payments.payment_signatures import (
+    Authorization,
+    PaymentSignatureRefused,
+    authorization_check,
+    payment_payload_decode,
+)
+from payments.selectors import x402_authorization_seen
+
+
+@dataclass
+class X402Settlement:
+    """An x402 payment being used: what was presented, what was asked, and its ledger row."""
+
+    payload: PaymentPayload
+    requirements: PaymentRequirements
+    ledger: X402Authorization
+
+
+def x402_authorization_verify(*, header: str, requirements: list[PaymentRequirements], resource_url: str,
+                              refuse) -> tuple[PaymentPayload, PaymentRequirements, Authorization]:
+    """Decode, check and verify a PAYMENT-SIGNATURE against what was offered; `refuse(status, code, message)`
+    builds the exception to raise. Writes nothing: a refused payment leaves no trace.
+    """
+    if not requirements:
+        raise refuse(status.HTTP_402_PAYMENT_REQUIRED, "unsupported_scheme",
+                     "this price is not in USD, so it cannot be paid with x402 USDC")
+    offered = requirements[0]
+    try:
+        payload = payment_payload_decode(header)
+        authorization = authorization_check(payload, offered, resource_url=resource_url, now=timezone.now())
+    except PaymentSignatureRefused as refused:
+        raise refuse(refused.status, refused.reason, refused.message) from None
+    # A replay is refused here without troubling the facilitator; the ledger's
+    # unique constraint is what actually decides when replays race.
+    if x402_authorization_seen(payer=authorization.payer, nonce=authorization.nonce):
+        raise refuse(status.HTTP_402_PAYMENT_REQUIRED, payment_services.NONCE_USED_CODE, payment_services.NONCE_USED)
+    try:
+        verdict = facilitators.facilitator().verify(payload, offered)
+    except facilitators.FacilitatorUnavailable as unavailable:
+        raise refuse(status.HTTP_503_SERVICE_UNAVAILABLE, "facilitator_unavailable",
+                     f"{unavailable.reason}; nothing was charged, retry shortly") from None
+    if not verdict.is_valid:
+        reason = verdict.invalid_reason or "invalid_payment"
+        raise refuse(status.HTTP_402_PAYMENT_REQUIRED, reason, f"payment authorization was refused: {reason}")
+    return payload, offered, authorization
+
+
+def x402_settle(x402: X402Settlement, api_key: ApiKey | None = None) -> SettleResponse:
+    """Settle through the facilitator and record the outcome; an unanswered settle is a failed one."""
+    try:
+        settlement = facilitators.facilitator().settle(x402.payload, x402.requirements)
+    except facilitators.FacilitatorUnavailable as unavailable:
+        x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=None,
+                                                              error=unavailable.reason)
+        return SettleResponse(success=False, error_reason="settlement_unconfirmed",
+                              error_message=unavailable.reason, transaction="", network=x402.requirements.network,
+                              payer=x402.ledger.payer)
+    x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=settlement,
+                                                          api_key=api_key)
+    return settlement
