@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from payments.models import ApiKey, Payment, ToolCall
+from payments.models import ApiKey, Payment, ToolCall, X402Authorization
 
 
 @admin.register(ApiKey)
@@ -35,4 +35,22 @@ class ToolCallAdmin(admin.ModelAdmin):
     search_fields = ["service__id", "upstream_request_id", "client_id"]
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(X402Authorization)
+class X402AuthorizationAdmin(admin.ModelAdmin):
+    """The x402 ledger: read-only, since its rows are what stop an authorization paying twice."""
+
+    list_display = ["created_at", "payer", "status", "amount", "network", "transaction", "payment"]
+    list_filter = ["status", "network"]
+    search_fields = ["payer", "nonce", "transaction", "payment__id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -9,6 +9,7 @@ treat as "outcome unknown", never as success.
 
 import os
 import threading
+import time
 from typing import Protocol
 
 import httpx
@@ -39,6 +40,33 @@ class Facilitator(Protocol):
     def settle(self, payload: PaymentPayload, requirements: PaymentRequirements) -> SettleResponse: ...
 
 
+class _Deadline(httpx.HTTPTransport):
+    """Bounds a whole exchange, not each read: httpx's timeouts restart with every chunk, so a
+    facilitator trickling its answer would otherwise hold a worker far beyond the timeout."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self._seconds = seconds
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = time.monotonic() + self._seconds
+        response = super().handle_request(request)
+        chunks = response.stream
+
+        def bounded():
+            for chunk in chunks:
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer took longer than the deadline", request=request)
+                yield chunk
+
+        try:
+            body = b"".join(bounded())
+        finally:
+            response.close()
+        return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(body),
+                              extensions=response.extensions)
+
+
 class RemoteFacilitator:
     """A facilitator's /verify and /settle over HTTP, through the SDK's own client."""
 
@@ -46,7 +74,7 @@ class RemoteFacilitator:
         self.name = url
         headers = {"Authorization": authorization} if authorization else {}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), headers=headers,
-                                  follow_redirects=False)
+                                  follow_redirects=False, transport=_Deadline(timeout))
         self._client = HTTPFacilitatorClientSync(FacilitatorConfig(url=url, timeout=timeout, http_client=self._http))
 
     def _ask(self, operation, payload: PaymentPayload, requirements: PaymentRequirements):
@@ -96,8 +124,9 @@ def facilitator() -> Facilitator:
     One per process (rebuilt after a fork, or when tests change the settings).
     """
     global _current
-    key = (os.getpid(), settings.X402_FACILITATOR_URL, settings.X402_FACILITATOR_TIMEOUT, settings.X402_NETWORK,
-           settings.X402_ASSET)
+    key = (os.getpid(), settings.X402_FACILITATOR_URL, settings.X402_FACILITATOR_TIMEOUT,
+           settings.X402_FACILITATOR_AUTHORIZATION, settings.X402_NETWORK, settings.X402_ASSET,
+           tuple(sorted(settings.X402_ASSET_DOMAIN.items())))
     with _lock:
         if _current is None or _current[0] != key:
             if settings.X402_FACILITATOR_URL:

@@ -70,6 +70,11 @@ def payment_record(payment: Payment, *, viewer: ApiKey | None, show_token: bool 
     }
     # Absent rather than null: the seed's schema types these fields as strings.
     record = {key: value for key, value in record.items() if value is not None}
+    if payment.method == Payment.Method.X402:
+        settled = payment.x402_authorizations.filter(status=X402Authorization.Status.SETTLED).first()
+        if settled is not None:
+            record["receipt"] = {"network": settled.network, "payer": settled.payer,
+                                 "transaction": settled.transaction, "settledAt": _iso(settled.settled_at)}
     bound_viewer = viewer is not None and payment.client_id == viewer.pk
     if show_token or bound_viewer:
         record["token"] = credentials.payment_token(payment.id)

@@ -149,6 +149,11 @@ def _payable(locked: Payment, api_key: ApiKey | None, now) -> None:
         raise PaymentRefused("payment belongs to another client")
 
 
+def payment_payable_check(*, payment: Payment, api_key: ApiKey | None) -> None:
+    """PaymentRefused unless `payment` can be paid now by `api_key` (or anonymously); a read, no lock."""
+    _payable(payment, api_key, timezone.now())
+
+
 def _mark_paid(locked: Payment, *, method: str, api_key: ApiKey | None, now) -> None:
     locked.status = Payment.Status.PAID
     locked.method = method
@@ -219,12 +224,13 @@ def x402_settlement_record(*, ledger: X402Authorization, settlement: SettleRespo
     now = timezone.now()
     if settlement is not None and settlement.success:
         with transaction.atomic():
+            # Payment first, then ledger: the order payment_x402_reserve takes them in, or concurrent
+            # payers of one payment deadlock on the ledger's unique index.
+            locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
             written = X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
                 status=X402Authorization.Status.SETTLED, transaction=settlement.transaction[:100], settled_at=now)
-            if written:
-                locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
-                if locked.status == Payment.Status.PENDING:
-                    _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)
+            if written and locked.status == Payment.Status.PENDING:
+                _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)
     else:
         status = X402Authorization.Status.UNKNOWN if settlement is None else X402Authorization.Status.FAILED
         reason = error or (settlement.error_reason if settlement is not None else "") or "settlement failed"

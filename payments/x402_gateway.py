@@ -11,9 +11,9 @@ from django.utils import timezone
 from rest_framework import status
 from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
 
-from payments import facilitators
+from payments import challenge, facilitators
 from payments import services as payment_services
-from payments.models import ApiKey, X402Authorization
+from payments.models import ApiKey, Payment, X402Authorization
 from payments.payment_signatures import (
     Authorization,
     PaymentSignatureRefused,
@@ -21,6 +21,15 @@ from payments.payment_signatures import (
     payment_payload_decode,
 )
 from payments.selectors import x402_authorization_seen
+
+# The facilitator's reason codes that callers meet most, in words they can act on.
+_FACILITATOR_REASONS = {
+    "invalid_exact_evm_payload_signature": "the signature is not the payer's (forged, or the authorization was "
+                                           "altered after signing)",
+    "invalid_exact_evm_insufficient_balance": "the payer's USDC balance is too low",
+    "invalid_exact_evm_nonce_already_used": "this authorization's nonce was already used on chain",
+    "invalid_exact_evm_payload_authorization_valid_before": "the authorization has expired",
+}
 
 
 @dataclass
@@ -57,7 +66,8 @@ def x402_authorization_verify(*, header: str, requirements: list[PaymentRequirem
                      f"{unavailable.reason}; nothing was charged, retry shortly") from None
     if not verdict.is_valid:
         reason = verdict.invalid_reason or "invalid_payment"
-        raise refuse(status.HTTP_402_PAYMENT_REQUIRED, reason, f"payment authorization was refused: {reason}")
+        why = _FACILITATOR_REASONS.get(reason, reason)
+        raise refuse(status.HTTP_402_PAYMENT_REQUIRED, reason, f"payment authorization was refused: {why}")
     return payload, offered, authorization
 
 
@@ -73,4 +83,45 @@ def x402_settle(x402: X402Settlement, api_key: ApiKey | None = None) -> SettleRe
                               payer=x402.ledger.payer)
     x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=settlement,
                                                           api_key=api_key)
+    return settlement
+
+
+class X402PaymentRefused(Exception):
+    """Paying a legacy payment with x402 did not happen; nothing was charged unless `settlement` says so."""
+
+    def __init__(self, status_code: int, code: str, message: str, settlement: SettleResponse | None = None):
+        super().__init__(message)
+        self.status = status_code
+        self.code = code
+        self.message = message
+        self.settlement = settlement
+
+
+def payment_pay_with_x402(*, payment: Payment, api_key: ApiKey | None, header: str | None) -> SettleResponse:
+    """Pay a pending legacy payment (all its calls) with one x402 authorization; its token then works.
+
+    Raises PaymentRefused when the payment cannot be paid (already paid,
+    expired, another client's) and X402PaymentRefused when the x402 payment
+    itself is missing, invalid or does not settle.
+    """
+    if not header:
+        raise X402PaymentRefused(status.HTTP_402_PAYMENT_REQUIRED, "", challenge.PAYMENT_REQUIRED)
+    payment_services.payment_payable_check(payment=payment, api_key=api_key)
+    payload, offered, authorization = x402_authorization_verify(
+        header=header, requirements=challenge.payment_x402_requirements(payment),
+        resource_url=challenge.payment_pay_url(payment), refuse=X402PaymentRefused)
+    try:
+        ledger = payment_services.payment_x402_reserve(
+            payment=payment, api_key=api_key, authorization=authorization, requirements=offered,
+            facilitator=facilitators.facilitator().name)
+    except payment_services.PaymentRefused as refused:
+        if refused.code:
+            raise X402PaymentRefused(status.HTTP_402_PAYMENT_REQUIRED, refused.code, refused.reason) from None
+        raise
+    settlement = x402_settle(X402Settlement(payload, offered, ledger), api_key)
+    if not settlement.success:
+        reason = settlement.error_reason or "settlement_failed"
+        raise X402PaymentRefused(status.HTTP_402_PAYMENT_REQUIRED, reason,
+                                 f"payment settlement failed: {reason}; the payment is still pending", settlement)
+    payment.refresh_from_db()
     return settlement

@@ -15,4 +15,4 @@ class PaymentCreateSerializer(serializers.Serializer):
 
 
 class PaymentPaySerializer(serializers.Serializer):
-    method = serializers.ChoiceField(choices=["balance"], default="balance")
+    method = serializers.ChoiceField(choices=["balance", "x402"])

@@ -7,8 +7,10 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from x402.http.utils import encode_payment_required_header, encode_payment_response_header
 
 from catalog.selectors import closest_service_ids, service_resolve
+from payments import challenge, x402_gateway
 from payments import services as payment_services
 from payments.api.serializers import PaymentCreateSerializer, PaymentPaySerializer
 from payments.models import ApiKey, Payment
@@ -122,13 +124,41 @@ class PaymentDetailApi(APIView):
         return Response(payment_record(payment, viewer=_api_key(request, required=False)))
 
 
+def _x402_refusal(payment: Payment, refused: x402_gateway.X402PaymentRefused, viewer: ApiKey | None) -> Response:
+    if refused.status != status.HTTP_402_PAYMENT_REQUIRED:
+        headers = {"Retry-After": "5"} if refused.status == status.HTTP_503_SERVICE_UNAVAILABLE else {}
+        return Response({"error": refused.message, "invalidReason": refused.code, "charged": False},
+                        status=refused.status, headers=headers)
+    required = challenge.payment_x402_payment_required(payment, refused.message)
+    body = {"type": "payment_required", "error": refused.message, "payment": payment_record(payment, viewer=viewer),
+            "accepts": [a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in required.accepts],
+            "resource": required.resource.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "x402Version": required.x402_version}
+    if refused.code:
+        body["invalidReason"] = refused.code
+    headers = {"PAYMENT-REQUIRED": encode_payment_required_header(required), "X-Payment-Required": "true"}
+    if refused.settlement is not None:
+        headers["PAYMENT-RESPONSE"] = encode_payment_response_header(refused.settlement)
+    return Response(body, status=status.HTTP_402_PAYMENT_REQUIRED, headers=headers)
+
+
 class PaymentPayApi(APIView):
-    """POST /api/payments/<paymentId>/pay {method: "balance"}: pay from the caller's prepaid balance."""
+    """POST /api/payments/<paymentId>/pay: pay a pending payment.
+
+    `{"method": "balance"}` pays from the caller's prepaid balance (API key
+    required). `{"method": "x402"}` (the default when PAYMENT-SIGNATURE is
+    sent) pays with x402: without the header the answer is a 402 with the
+    payment's requirements, so any x402 client completes it on its own.
+    """
 
     def post(self, request, payment_id):
-        api_key = _api_key(request, required=True)
-        serializer = PaymentPaySerializer(data=request.data if isinstance(request.data, dict) else {})
+        signature = request.headers.get("PAYMENT-SIGNATURE") or None
+        data = request.data if isinstance(request.data, dict) else {}
+        serializer = PaymentPaySerializer(data={"method": "x402" if signature else "balance", **data})
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data["method"] == "x402":
+            return self._pay_with_x402(request, payment_id, signature)
+        api_key = _api_key(request, required=True)
         payment = _payment(payment_id)
         try:
             payment = payment_services.payment_pay_from_balance(payment=payment, api_key=api_key)
@@ -140,3 +170,17 @@ class PaymentPayApi(APIView):
         except payment_services.PaymentRefused as refused:
             raise ApiError(refused.reason, status_code=status.HTTP_409_CONFLICT) from None
         return Response(payment_record(payment, viewer=api_key))
+
+    def _pay_with_x402(self, request, payment_id, signature):
+        api_key = _api_key(request, required=False)
+        payment = _payment(payment_id)
+        try:
+            settlement = x402_gateway.payment_pay_with_x402(payment=payment, api_key=api_key, header=signature)
+        except x402_gateway.X402PaymentRefused as refused:
+            payment.refresh_from_db()
+            return _x402_refusal(payment, refused, api_key)
+        except payment_services.PaymentRefused as refused:
+            raise ApiError(refused.reason, status_code=status.HTTP_409_CONFLICT) from None
+        # Whoever paid an unbound payment holds its calls; a bound one shows its token to its client only.
+        record = payment_record(payment, viewer=api_key, show_token=payment.client_id is None)
+        return Response(record, headers={"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})

@@ -8,7 +8,7 @@ from django.test import Client
 
 from catalog.models import Service
 from payments.credentials import payment_token
-from payments.models import ApiKey, Payment, ToolCall
+from payments.models import ApiKey, Payment, ToolCall, X402Authorization
 from payments.services import api_key_create, payment_create
 from tests.conftest import run_concurrently
 
@@ -85,3 +85,40 @@ def test_failed_calls_racing_give_every_call_back(upstream_emulator):
     assert set(statuses) <= {400, 402} and statuses[400] >= 5
     payment.refresh_from_db()
     assert payment.used_calls == 0
+
+
+def _x402_challenge(url: str, body: dict) -> str:
+    response = Client().post(url, json.dumps(body), content_type="application/json")
+    assert response.status_code == 402
+    return response["PAYMENT-REQUIRED"]
+
+
+def test_one_x402_authorization_sent_twenty_times_at_once_pays_for_one_call(upstream_emulator, x402_payer):
+    url, body = "/api/tools/celebrity-recognition", {"ImageURL": IMAGE}
+    signature = x402_payer.header(_x402_challenge(url, body))
+
+    def call(_):
+        response = Client().post(url, json.dumps(body), content_type="application/json",
+                                 HTTP_PAYMENT_SIGNATURE=signature)
+        return response.status_code, response.json().get("invalidReason")
+
+    outcomes = Counter(run_concurrently(call, 20))
+    assert outcomes == {(200, None): 1, (402, "invalid_exact_evm_nonce_already_used"): 19}
+    assert X402Authorization.objects.get().status == "settled"
+    assert ToolCall.objects.count() == 1 and Payment.objects.filter(method="x402").count() == 1
+
+
+def test_a_legacy_payment_paid_by_twenty_authorizations_at_once_settles_one(x402_payer):
+    payment = payment_create(service=Service.objects.get(id="celebrity-recognition"))
+    url = f"/api/payments/{payment.id}/pay"
+    header = _x402_challenge(url, {"method": "x402"})
+    signatures = [x402_payer.header(header) for _ in range(20)]
+
+    def pay(index):
+        response = Client().post(url, {}, content_type="application/json", HTTP_PAYMENT_SIGNATURE=signatures[index])
+        return response.status_code
+
+    outcomes = Counter(run_concurrently(pay, 20))
+    assert outcomes[200] == 1 and outcomes[409] == 19
+    assert X402Authorization.objects.filter(status="settled").count() == 1
+    assert X402Authorization.objects.count() == 1
