@@ -6,7 +6,7 @@ import pytest
 from x402.http.utils import decode_payment_required_header
 from x402.schemas import PaymentRequired
 
-from catalog.models import PricingPolicy
+from catalog.models import PricingPolicy, Service
 
 pytestmark = pytest.mark.django_db
 
@@ -59,3 +59,26 @@ def test_a_price_not_in_usd_offers_no_usdc_requirement(api):
     PricingPolicy.objects.filter(id="aliyun-viapi").update(currency="EUR")
     response, required = _challenge(api)
     assert required.accepts == [] and response.json()["accepts"] == []
+
+
+def test_the_402_describes_the_tool_for_x402_discovery(api, settings):
+    from x402.extensions.bazaar import validate_discovery_extension_spec
+
+    response, required = _challenge(api)
+    bazaar = required.extensions["bazaar"]
+    assert validate_discovery_extension_spec(bazaar).valid
+    assert bazaar["info"]["input"] == {
+        "type": "http", "method": "POST", "bodyType": "json",
+        "body": Service.objects.get(id="celebrity-recognition").example_request}
+    assert bazaar["info"]["output"]["example"]["data"]["Action"] == "DetectCelebrity"
+    assert response.json()["extensions"] == required.extensions
+
+
+def test_the_bazaar_names_and_tags_are_printable_ascii_for_every_service(api):
+    from payments.challenge import tool_resource
+
+    for service in Service.objects.all():
+        resource = tool_resource(service)
+        labels = [resource.service_name, *(resource.tags or [])]
+        assert resource.service_name and len(resource.tags or []) <= 5
+        assert all(len(label) <= 32 and all(" " <= c <= "~" for c in label) for label in labels), service.id
