@@ -134,7 +134,7 @@ def authorization_check(payload: PaymentPayload, requirements: PaymentRequiremen
             "to"].lower():
         raise _refused("invalid_exact_evm_payload_recipient_mismatch",
                        f"payment is to {authorization['to']}; pay {requirements.pay_to}")
-    if int(authorization["value"]) != int(requirements.amount) or int(accepted.amount) != int(requirements.amount):
+    if int(authorization["value"]) != int(requirements.amount) or accepted.amount != requirements.amount:
         raise _refused("invalid_exact_evm_payload_authorization_value_mismatch",
                        f"payment is for {authorization['value']} atomic units; this call costs exactly "
                        f"{requirements.amount}")

@@ -175,6 +175,8 @@ def _b64(text: str) -> str:
      "unsupported_scheme", "upto"),
     (lambda api, payer: _tampered(api, payer, _authorization(value="199999")), 402,
      "invalid_exact_evm_payload_authorization_value_mismatch", "exactly 200000"),
+    (lambda api, payer: _tampered(api, payer, lambda p: p["accepted"].update(amount="lots")), 402,
+     "invalid_exact_evm_payload_authorization_value_mismatch", "exactly 200000"),
     (lambda api, payer: _tampered(api, payer, _authorization(to="0x209693Bc6afc0C5328bA36FaF03C514EF312287C")),
      402, "invalid_exact_evm_payload_recipient_mismatch", "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"),
     (lambda api, payer: _tampered(api, payer, _authorization(validBefore=str(int(time.time()) + 365 * 86400))),
@@ -344,3 +346,21 @@ def test_a_legacy_payment_of_another_client_cannot_be_paid_anonymously(api, x402
     header = api.post(pay_url, {"method": "x402"}, format="json")["PAYMENT-REQUIRED"]
     response = api.post(pay_url, HTTP_PAYMENT_SIGNATURE=x402_payer.header(header))
     assert response.status_code == 409 and response.json()["error"] == "payment belongs to another client"
+
+
+def test_a_call_cut_off_midway_leaves_its_settlement_marked_unknown(api, upstream_emulator, x402_payer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from payments.services import tool_calls_reconcile
+
+    assert _post(api, HTTP_PAYMENT_SIGNATURE=x402_payer.header(_challenge(api))).status_code == 200
+    # As a process killed between reserving and settling would leave them.
+    ToolCall.objects.update(outcome="in_progress", started_at=timezone.now() - timedelta(hours=1))
+    X402Authorization.objects.update(status="reserved", transaction="")
+
+    assert tool_calls_reconcile(older_than=timedelta(minutes=5)) == 1
+
+    assert X402Authorization.objects.get().status == "unknown"
+    assert ToolCall.objects.get().outcome == "abandoned"
