@@ -33,5 +33,7 @@ run: install .env
 test: install
 	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest $(PYTEST_ARGS)
 
+# bench/requirements.txt: the x402 SDK's example servers the x402 throughput bench compares against.
 bench: install
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	SECRET_KEY=bench-only-not-a-secret $(PY) bench/run.py

@@ -36,23 +36,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server402.settings")
-    os.environ.setdefault("SERVER402_ENV_FILE", "")
-    os.environ.setdefault("SECRET_KEY", "bench-only-not-a-secret")
-    _own_var_dir = None if "SERVER402_VAR_DIR" in os.environ else tempfile.mkdtemp(prefix="server402-bench-")
-    if _own_var_dir:
-        os.environ["SERVER402_VAR_DIR"] = _own_var_dir
-    import django
+    import standalone  # bench/, beside this file
 
-    django.setup()
+    _own_var_dir = standalone.django_setup()
 
 import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -95,37 +88,73 @@ def database_url(settings_dict: dict) -> str:
     return urlunsplit(parts._replace(path=f"/{settings_dict['NAME']}"))
 
 
-def gunicorn_start(port: int, db_url: str, log_path: Path) -> subprocess.Popen:
-    """The app as the Procfile serves it, its default upstream endpoint being its own emulator."""
+@contextmanager
+def test_database(sqlite_file: str):
+    """A fresh test database holding the reference catalog, dropped on exit; yields its DATABASE_URL.
+
+    On SQLite a file under SERVER402_VAR_DIR, not the in-memory default:
+    gunicorn's workers must open the same database.
+    """
+    settings_dict = connection.settings_dict
+    old_test_name = settings_dict["TEST"].get("NAME")
+    if connection.vendor == "sqlite":
+        settings_dict["TEST"]["NAME"] = str(Path(settings.VAR_DIR) / sqlite_file)
+    # create_test_db() returns the test database's name; destroy_test_db() restores the one given.
+    old_name = settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        catalog_import(paths=[REFERENCE_CATALOG])
+        yield database_url(connection.settings_dict)
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        settings_dict["TEST"]["NAME"] = old_test_name
+
+
+def server_env(port: int, db_url: str, extra_env: dict | None = None) -> dict:
+    """The environment Server402 is served with here: sandbox, the given database, its default upstream
+    endpoint being its own emulator. `extra_env` lets the x402 throughput bench point other servers at one
+    shared emulator."""
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": db_url, "SERVER402_ENV_FILE": "",
            "SERVER402_VAR_DIR": str(settings.VAR_DIR), "SECRET_KEY": settings.SECRET_KEY,
            "SERVER402_MODE": "sandbox", "SANDBOX_LATENCY_MS": "0", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
     env.pop("ALIBABA_CLOUD_ENDPOINT", None)
-    command = [sys.executable, "-m", "gunicorn", "server402.wsgi", "--bind", f"127.0.0.1:{port}",
-               "--workers", str(WORKERS), "--threads", str(THREADS), "--graceful-timeout", "5",
-               # Not the per-user default socket path, which a `make run` on this machine may be using.
-               "--no-control-socket"]
+    env.update(extra_env or {})
+    return env
+
+
+def server_start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    """A server in a session of its own (so server_stop can end all its processes), logging to log_path."""
     with log_path.open("wb") as log:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def gunicorn_wait(process: subprocess.Popen, port: int, log_path: Path) -> None:
+def gunicorn_start(port: int, db_url: str, log_path: Path, *, app: str = "server402.wsgi",
+                   extra_env: dict | None = None, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """The app as the Procfile serves it (or another WSGI `app`, with the same settings)."""
+    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
+               "--workers", str(WORKERS), "--threads", str(THREADS), "--graceful-timeout", "5",
+               # Not the per-user default socket path, which a `make run` on this machine may be using.
+               "--no-control-socket", *extra_args]
+    return server_start(command, server_env(port, db_url, extra_env), log_path)
+
+
+def server_wait(process: subprocess.Popen, port: int, log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            # Any answer will do (the emulator refuses an unsigned request with a 400).
+            # Any answer will do (the emulator refuses an unsigned request with a 400, other apps say 404).
             httpx.get(f"http://127.0.0.1:{port}/sandbox/aliyun/facebody/", timeout=1)
             return
         except httpx.TransportError:
             time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer within {START_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+    raise RuntimeError(f"the server did not answer within {START_TIMEOUT_SECONDS} s:\n{log_path.read_text()[-3000:]}")
 
 
-def gunicorn_stop(process: subprocess.Popen) -> None:
-    """Stop the master (it stops its workers); kill the session it leads if it lingers."""
+def server_stop(process: subprocess.Popen) -> None:
+    """Stop the master (gunicorn's or uvicorn's; it stops its workers); kill the session it leads if it lingers."""
     if process.poll() is None:
         process.terminate()
         try:
@@ -295,38 +324,27 @@ def profile(secret: str, token: str) -> None:
 def main() -> None:
     """Measure and print; raise SystemExit when any answer was wrong. Cleans up after itself."""
     started = time.monotonic()
-    settings_dict = connection.settings_dict
-    old_test_name = settings_dict["TEST"].get("NAME")
-    if connection.vendor == "sqlite":
-        # A file, not the in-memory default: gunicorn's workers must open the same database.
-        settings_dict["TEST"]["NAME"] = str(Path(settings.VAR_DIR) / "bench-paid-call.sqlite3")
-    # create_test_db() returns the test database's name; destroy_test_db() restores the one given.
-    old_name = settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     port = free_port()
     log_path = Path(settings.VAR_DIR) / "bench-gunicorn.log"
-    process = None
-    try:
-        catalog_import(paths=[REFERENCE_CATALOG])
-        service = Service.objects.select_related("pricing_policy").get(id=SERVICE_ID)
-        secret, token = paid_token(service)
-        db_url = database_url(connection.settings_dict)
-        process = gunicorn_start(port, db_url, log_path)
-        gunicorn_wait(process, port, log_path)
-        with override_settings(ALIBABA_CLOUD_ENDPOINT=f"http://127.0.0.1:{port}/sandbox/aliyun/{{product}}"):
-            subject, baseline = measure(port, service, secret, token)
-            failures = [f"subject: {f}" for f in subject.failures] + [f"baseline: {f}" for f in baseline.failures]
-            if not failures:
-                failures = records_check(service, token, len(subject.samples) + WARM_UP)
-            if os.environ.get("BENCH_PROFILE") and not failures:
-                profile(secret, token)
-        log_tail = log_path.read_text()[-4000:] if failures else ""
-    finally:
-        if process is not None:
-            gunicorn_stop(process)
-        log_path.unlink(missing_ok=True)
-        connection.creation.destroy_test_db(old_name, verbosity=0)
-        settings_dict["TEST"]["NAME"] = old_test_name
+    with test_database("bench-paid-call.sqlite3") as db_url:
+        process = None
+        try:
+            service = Service.objects.select_related("pricing_policy").get(id=SERVICE_ID)
+            secret, token = paid_token(service)
+            process = gunicorn_start(port, db_url, log_path)
+            server_wait(process, port, log_path)
+            with override_settings(ALIBABA_CLOUD_ENDPOINT=f"http://127.0.0.1:{port}/sandbox/aliyun/{{product}}"):
+                subject, baseline = measure(port, service, secret, token)
+                failures = [f"subject: {f}" for f in subject.failures] + [f"baseline: {f}" for f in baseline.failures]
+                if not failures:
+                    failures = records_check(service, token, len(subject.samples) + WARM_UP)
+                if os.environ.get("BENCH_PROFILE") and not failures:
+                    profile(secret, token)
+            log_tail = log_path.read_text()[-4000:] if failures else ""
+        finally:
+            if process is not None:
+                server_stop(process)
+            log_path.unlink(missing_ok=True)
     report(subject, baseline, failures, log_tail, time.monotonic() - started)
 
 

@@ -37,6 +37,7 @@ from catalog.selectors import catalog_search  # noqa: E402
 from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
+import x402_throughput  # noqa: E402
 
 QUERIES = [case["query"] for case in json.loads((ROOT / "tests/catalog/judged_queries.json").read_text())]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -123,6 +124,7 @@ def main() -> None:
         ratio = f"{p50 / base_p50:.2f}x" if base_p50 else ""
         print(f"| {label} | {name} | {p50:.2f} | {p95:.2f} | {ratio} |")
     paid_call.main()
+    x402_throughput.main()
 
 
 if __name__ == "__main__":

@@ -135,6 +135,9 @@ def http_client() -> httpx.Client:
                 write=settings.ALIBABA_CLOUD_READ_TIMEOUT,
                 pool=settings.ALIBABA_CLOUD_CONNECT_TIMEOUT,
             )
+            # A server must keep idle connections open longer than this, or a POST can go out on a
+            # connection it is closing (and a sent POST is not retried): the Procfile gives the
+            # sandbox's gunicorn --keep-alive 75.
             limits = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30)
             _pool = (key, httpx.Client(timeout=timeout, limits=limits, follow_redirects=False))
         return _pool[1]
