@@ -30,7 +30,6 @@ Alone: `SECRET_KEY=bench-only-not-a-secret .venv/bin/python bench/paid_call.py`.
 """
 
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -372,11 +371,4 @@ def report(subject: Series, baseline: Series, failures: list[str], log_tail: str
 
 
 if __name__ == "__main__":
-    from django.test.utils import setup_test_environment
-
-    setup_test_environment()
-    try:
-        main()
-    finally:
-        if _own_var_dir:
-            shutil.rmtree(_own_var_dir, ignore_errors=True)
+    standalone.run(main, _own_var_dir)

@@ -1,6 +1,7 @@
 """Running one bench script alone (`python bench/<script>.py`): Django set up as bench/run.py does."""
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -21,3 +22,15 @@ def django_setup() -> str | None:
 
     django.setup()
     return own_var_dir
+
+
+def run(main, own_var_dir: str | None) -> None:
+    """Run a bench's main() in Django's test environment, then remove the var dir made for it."""
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    try:
+        main()
+    finally:
+        if own_var_dir:
+            shutil.rmtree(own_var_dir, ignore_errors=True)

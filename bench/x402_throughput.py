@@ -34,7 +34,6 @@ Alone: `SECRET_KEY=bench-only-not-a-secret .venv/bin/python bench/x402_throughpu
 import base64
 import json
 import os
-import shutil
 import sys
 import time
 from contextlib import ExitStack, contextmanager
@@ -382,11 +381,4 @@ def report(challenges: dict, paid: dict, failures: list[str], log_tails: dict, s
 
 
 if __name__ == "__main__":
-    from django.test.utils import setup_test_environment
-
-    setup_test_environment()
-    try:
-        main()
-    finally:
-        if _own_var_dir:
-            shutil.rmtree(_own_var_dir, ignore_errors=True)
+    standalone.run(main, _own_var_dir)
