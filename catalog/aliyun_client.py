@@ -188,6 +188,12 @@ def _error_from(response: httpx.Response, latency_ms: int, attempts: int) -> Ups
                          latency_ms=latency_ms, attempts=attempts)
 
 
+def longest_call_seconds() -> float:
+    """The longest a call() can take, every attempt and back-off included."""
+    return settings.ALIBABA_CLOUD_ATTEMPTS * (
+        settings.ALIBABA_CLOUD_CONNECT_TIMEOUT + settings.ALIBABA_CLOUD_READ_TIMEOUT + BACKOFF_CAP_SECONDS)
+
+
 def _backoff(attempt: int) -> float:
     # Full jitter keeps many callers from retrying in step.
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))

@@ -193,6 +193,9 @@ class X402Authorization(models.Model):
             # A payment is paid once: a second authorization cannot be in flight or settled beside the first.
             models.UniqueConstraint(fields=["payment"], condition=Q(status__in=["reserved", "settled", "unknown"]),
                                     name="x402_one_live_authorization_per_payment"),
+            # One transfer pays one payment, whatever a facilitator answers.
+            models.UniqueConstraint(fields=["network", "transaction"], condition=Q(status="settled"),
+                                    name="x402_transaction_settles_once"),
         ]
         indexes = [models.Index(fields=["status", "created_at"])]
         ordering = ["-created_at"]

@@ -15,6 +15,7 @@ that stays valid for a year is a liability in a payer's hands).
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,26 +24,37 @@ from django.conf import settings
 from pydantic import ValidationError
 from x402.schemas import PaymentPayload, PaymentRequirements
 
+from catalog.aliyun_client import longest_call_seconds
+
 # Larger than any honest payload (about 1 KB), small enough to refuse before parsing.
 MAX_HEADER_LENGTH = 8192
 # Allowance for the payer's clock running ahead of ours.
 CLOCK_SKEW_SECONDS = 60
-# The SDK's facilitator refuses an authorization expiring within 6 s; settling needs that long.
-MIN_REMAINING_SECONDS = 6
+# The SDK's facilitator refuses an authorization expiring within 6 s.
+FACILITATOR_MARGIN_SECONDS = 6
 
-_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
-_UINT = {"type": "string", "pattern": "^[0-9]{1,78}$"}
+
+def minimum_remaining_seconds(requirements: PaymentRequirements) -> int:
+    """How long an authorization must stay valid to be accepted: through the upstream call and its
+    settlement (else the upstream is paid for and the settle fails), within what the payer was offered."""
+    budget = longest_call_seconds() + settings.X402_FACILITATOR_TIMEOUT + FACILITATOR_MARGIN_SECONDS
+    return math.ceil(min(budget, requirements.max_timeout_seconds / 2))
+
+# \Z, not $: Python's $ also matches before a final newline, and "nonce\n" must not pass for a
+# new nonce (the SDK's hex parsing ignores the newline, so its signature still verifies).
+_ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}\\Z"}
+_UINT = {"type": "string", "pattern": "^[0-9]{1,78}\\Z"}
 _EIP3009_PAYLOAD = {
     "type": "object",
     "required": ["authorization", "signature"],
     "properties": {
-        "signature": {"type": "string", "pattern": "^0x([0-9a-fA-F]{2})+$"},
+        "signature": {"type": "string", "pattern": "^0x([0-9a-fA-F]{2})+\\Z"},
         "authorization": {
             "type": "object",
             "required": ["from", "to", "value", "validAfter", "validBefore", "nonce"],
             "properties": {
                 "from": _ADDRESS, "to": _ADDRESS, "value": _UINT, "validAfter": _UINT, "validBefore": _UINT,
-                "nonce": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"},
+                "nonce": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}\\Z"},
             },
         },
     },
@@ -89,7 +101,7 @@ def payment_payload_decode(header: str) -> PaymentPayload:
         raise _malformed("PAYMENT-SIGNATURE is not base64") from None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _malformed("PAYMENT-SIGNATURE is not base64 of JSON") from None
     if not isinstance(document, dict):
         raise _malformed("PAYMENT-SIGNATURE must hold a JSON object (an x402 PaymentPayload)")
@@ -148,9 +160,14 @@ def authorization_check(payload: PaymentPayload, requirements: PaymentRequiremen
     if valid_after > clock + CLOCK_SKEW_SECONDS:
         raise _refused("invalid_exact_evm_payload_authorization_valid_after",
                        "payment authorization is not valid yet (validAfter is in the future)")
-    if valid_before < clock + MIN_REMAINING_SECONDS:
+    if valid_before < clock + FACILITATOR_MARGIN_SECONDS:
         raise _refused("invalid_exact_evm_payload_authorization_valid_before",
                        "payment authorization has expired (validBefore has passed); sign a new one")
+    remaining = minimum_remaining_seconds(requirements)
+    if valid_before < clock + remaining:
+        raise _refused("invalid_exact_evm_payload_authorization_valid_before",
+                       f"payment authorization expires too soon: validBefore must be at least {remaining} s from "
+                       f"now, for the call and its settlement; sign a new one")
     latest = clock + requirements.max_timeout_seconds + CLOCK_SKEW_SECONDS
     if valid_before > latest:
         raise _refused("invalid_exact_evm_payload_authorization_valid_before",

@@ -155,11 +155,15 @@ def _settlement_failed(service: Service, purchase: _Purchase, settlement: Settle
     """402: the payment did not settle, so whatever the call produced is not handed out."""
     reason = settlement.error_reason or "settlement_failed"
     detail = f" ({settlement.error_message})" if settlement.error_message else ""
-    call = payment_services.tool_call_finish(
-        call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED, http_status=status.HTTP_402_PAYMENT_REQUIRED,
-        latency_ms=round((time.monotonic() - started) * 1000), amount_cents=0,
-        upstream_request_id=upstream_request_id, error=f"settlement failed: {reason}{detail}",
-    )
+    with transaction.atomic():
+        call = payment_services.tool_call_finish(
+            call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED,
+            http_status=status.HTTP_402_PAYMENT_REQUIRED, latency_ms=round((time.monotonic() - started) * 1000),
+            amount_cents=0, upstream_request_id=upstream_request_id, error=f"settlement failed: {reason}{detail}",
+        )
+        # The call was not delivered: a payment later paid (or reconciled as settled) still owes it.
+        if call.outcome != ToolCall.Outcome.ABANDONED:
+            payment_services.token_call_give_back(payment=purchase.payment)
     refused = _payment_required(service, f"payment settlement failed: {reason}{detail}; the result is withheld "
                                          f"and nothing was charged unless paymentId {purchase.payment.id} says so",
                                 reason, {"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})

@@ -213,29 +213,56 @@ def payment_x402_reserve(*, payment: Payment, api_key: ApiKey | None, authorizat
                               facilitator=facilitator)
 
 
+SETTLEMENT_NOT_PROVEN = "settlement_not_proven"
+
+
+def _settlement_problem(ledger: X402Authorization, settlement: SettleResponse) -> str:
+    """Why a facilitator's "success" does not prove this authorization was settled, or "" if it does."""
+    if not settlement.transaction:
+        return "the facilitator reported success without a transaction"
+    if (settlement.payer or ledger.payer).lower() != ledger.payer:
+        return f"the facilitator settled for payer {settlement.payer}, not {ledger.payer}"
+    return ""
+
+
 def x402_settlement_record(*, ledger: X402Authorization, settlement: SettleResponse | None, error: str = "",
                            api_key: ApiKey | None = None) -> X402Authorization:
-    """Write down how settling an authorization ended; a success pays its payment.
+    """Write down how settling an authorization ended; a proven success pays its payment.
 
     `settlement` None means the facilitator gave no answer: the outcome is
-    unknown and stays visible for the operator to reconcile. Conditional on
-    the row still being reserved, so an outcome is written once.
+    unknown, as it is for a failure that names a transaction (broadcast, not
+    confirmed) and for a "success" that proves nothing (no transaction,
+    another payer, a transaction already another payment's); unknown rows
+    stay visible for the operator to reconcile. A proven success is recorded
+    over "unknown" too (a reconcile may have run meanwhile); any other outcome
+    is written once, over "reserved".
     """
     now = timezone.now()
-    if settlement is not None and settlement.success:
-        with transaction.atomic():
-            # Payment first, then ledger: the order payment_x402_reserve takes them in, or concurrent
-            # payers of one payment deadlock on the ledger's unique index.
-            locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
-            written = X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
-                status=X402Authorization.Status.SETTLED, transaction=settlement.transaction[:100], settled_at=now)
-            if written and locked.status == Payment.Status.PENDING:
-                _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)
-    else:
-        status = X402Authorization.Status.UNKNOWN if settlement is None else X402Authorization.Status.FAILED
-        reason = error or (settlement.error_reason if settlement is not None else "") or "settlement failed"
-        X402Authorization.objects.filter(pk=ledger.pk, status=X402Authorization.Status.RESERVED).update(
-            status=status, error=reason[:300], transaction=(settlement.transaction or "")[:100] if settlement else "")
+    Status = X402Authorization.Status
+    problem = _settlement_problem(ledger, settlement) if settlement is not None and settlement.success else ""
+    if settlement is not None and settlement.success and not problem:
+        try:
+            with transaction.atomic():
+                # Payment first, then ledger: the order payment_x402_reserve takes them in, or concurrent
+                # payers of one payment deadlock on the ledger's unique index.
+                locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
+                written = X402Authorization.objects.filter(
+                    pk=ledger.pk, status__in=[Status.RESERVED, Status.UNKNOWN],
+                ).update(status=Status.SETTLED, transaction=settlement.transaction[:100], settled_at=now, error="")
+                if written and locked.status == Payment.Status.PENDING:
+                    _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)
+        except IntegrityError:
+            problem = f"transaction {settlement.transaction} is already recorded for another payment"
+    if settlement is None or not settlement.success or problem:
+        # Failed means no money moved; anything less certain is unknown and blocks paying again.
+        refused = (settlement is not None and not settlement.success and not settlement.transaction
+                   and settlement.error_reason != "settlement_pending")
+        reason = problem or error or (settlement.error_reason if settlement is not None else "") or "settle failed"
+        X402Authorization.objects.filter(pk=ledger.pk, status=Status.RESERVED).update(
+            status=Status.FAILED if refused else Status.UNKNOWN,
+            error=f"{SETTLEMENT_NOT_PROVEN}: {reason}"[:300] if problem else reason[:300],
+            transaction=(settlement.transaction or "")[:100] if settlement is not None else "",
+        )
     ledger.refresh_from_db()
     return ledger
 

@@ -83,6 +83,11 @@ def x402_settle(x402: X402Settlement, api_key: ApiKey | None = None) -> SettleRe
                               payer=x402.ledger.payer)
     x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=settlement,
                                                           api_key=api_key)
+    if settlement.success and x402.ledger.status != X402Authorization.Status.SETTLED:
+        # The facilitator said success but the ledger could not take it as proof: not a paid call.
+        return SettleResponse(success=False, error_reason=payment_services.SETTLEMENT_NOT_PROVEN,
+                              error_message=x402.ledger.error, transaction=settlement.transaction,
+                              network=x402.requirements.network, payer=x402.ledger.payer)
     return settlement
 
 

@@ -612,3 +612,71 @@ def test_an_upstream_failure_under_settle_after_is_never_settled(api, remote, x4
     assert X402Authorization.objects.get().status == "unsettled"
     assert Payment.objects.get().status == "pending"
     assert ToolCall.objects.get().outcome == "upstream_error"
+
+
+# --- A facilitator's answer is not taken on trust ---------------------------------
+
+def pending(facilitator, operation, body):
+    """/settle broadcast the transfer but could not confirm it: money may yet move."""
+    payer = body["paymentPayload"]["payload"]["authorization"]["from"]
+    return _json(200, {"success": False, "errorReason": "settlement_pending", "transaction": "0x" + "ab" * 32,
+                       "network": body["paymentRequirements"]["network"], "payer": payer})
+
+
+def succeed(transaction: str = "0x" + "cd" * 32, payer: str | None = None):
+    """/settle says success, with whatever transaction and payer it is given."""
+    def answer(facilitator, operation, body):
+        claimed = payer or body["paymentPayload"]["payload"]["authorization"]["from"]
+        return _json(200, {"success": True, "transaction": transaction,
+                           "network": body["paymentRequirements"]["network"], "payer": claimed})
+    return answer
+
+
+def test_a_pending_settlement_is_unknown_and_the_payment_cannot_be_paid_again(api, remote, x402_payer):
+    remote.script("/settle", pending)
+    response = _paid_post(api, x402_payer)
+    assert response.status_code == 402 and "data" not in response.json()
+    ledger = X402Authorization.objects.get()
+    assert (ledger.status, ledger.transaction) == ("unknown", "0x" + "ab" * 32)
+
+    again = api.post(f"/api/payments/{ledger.payment_id}/pay", {"method": "balance"}, format="json")
+    assert again.status_code in (401, 409)
+    remote.script("/settle", honest)
+    paid = api.post(f"/api/payments/{ledger.payment_id}/pay", HTTP_PAYMENT_SIGNATURE=x402_payer.header(
+        api.post(f"/api/payments/{ledger.payment_id}/pay", {"method": "x402"}, format="json")["PAYMENT-REQUIRED"]))
+    assert paid.status_code == 409 and Payment.objects.get().status == "pending"
+
+
+@pytest.mark.parametrize("answer", [
+    succeed(transaction=""), succeed(payer="0x209693Bc6afc0C5328bA36FaF03C514EF312287C")])
+def test_a_success_that_proves_nothing_withholds_the_result(api, remote, x402_payer, answer):
+    remote.script("/settle", answer)
+    response = _paid_post(api, x402_payer)
+    assert response.status_code == 402 and response.json()["invalidReason"] == "settlement_not_proven"
+    assert X402Authorization.objects.get().status == "unknown" and Payment.objects.get().status == "pending"
+
+
+def test_one_transaction_cannot_pay_for_two_calls(api, remote, x402_payer):
+    remote.script("/settle", succeed())
+    assert _paid_post(api, x402_payer).status_code == 200
+    ToolCall.objects.all().delete()
+
+    challenge = _post(api)
+    second = _post(api, HTTP_PAYMENT_SIGNATURE=x402_payer.header(challenge["PAYMENT-REQUIRED"]))
+
+    assert second.status_code == 402 and second.json()["invalidReason"] == "settlement_not_proven"
+    assert "already recorded" in X402Authorization.objects.get(status="unknown").error
+    assert X402Authorization.objects.filter(status="settled").count() == 1
+
+
+def test_a_failed_settlement_gives_its_call_back_so_paying_the_payment_buys_a_call(api, remote, x402_payer):
+    remote.script("/settle", fail("insufficient_funds"))
+    refused = _paid_post(api, x402_payer)
+    payment_id = refused.json()["paymentId"]
+    assert Payment.objects.get(pk=payment_id).used_calls == 0
+
+    remote.script("/settle", honest)
+    pay_url = f"/api/payments/{payment_id}/pay"
+    header = api.post(pay_url, {"method": "x402"}, format="json")["PAYMENT-REQUIRED"]
+    paid = api.post(pay_url, HTTP_PAYMENT_SIGNATURE=x402_payer.header(header))
+    assert paid.status_code == 200 and paid.json()["remainingCalls"] == 1

@@ -190,6 +190,16 @@ def _b64(text: str) -> str:
     (lambda api, payer: _tampered(api, payer, lambda p: p["payload"].update(signature="0x" + "ab" * 66),
                                   resign=False), 402, "invalid_exact_evm_payload_signature", "66 bytes"),
     (lambda api, payer: _tampered(api, payer, _authorization(nonce="0x1234")), 400, "invalid_payload", "nonce"),
+    # A trailing newline is not a new nonce (the SDK's hex parsing would ignore it and verify).
+    (lambda api, payer: _tampered(api, payer, lambda p: p["payload"]["authorization"].update(
+        nonce=p["payload"]["authorization"]["nonce"] + "\n"), resign=False), 400, "invalid_payload", "nonce"),
+    (lambda api, payer: _tampered(api, payer, lambda p: p["payload"]["authorization"].update(
+        value=p["payload"]["authorization"]["value"] + "\n"), resign=False), 400, "invalid_payload", "value"),
+    (lambda api, payer: _tampered(api, payer, lambda p: p["payload"].update(
+        signature=p["payload"]["signature"] + "\n"), resign=False), 400, "invalid_payload", "signature"),
+    (lambda api, payer: _b64("[" * 2500 + "]" * 2500), 400, "invalid_payload", "not base64 of JSON"),
+    (lambda api, payer: _tampered(api, payer, _authorization(validBefore=str(int(time.time()) + 20))),
+     402, "invalid_exact_evm_payload_authorization_valid_before", "expires too soon"),
     (lambda api, payer: _tampered(api, payer, lambda p: p["payload"].pop("signature"), resign=False), 400,
      "invalid_payload", "signature"),
     # Signed over the right message, but by a key that is not `from`.
