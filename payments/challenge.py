@@ -132,26 +132,29 @@ def _wire(model) -> dict:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def payment_required_body(service: Service, reason: str = PAYMENT_REQUIRED) -> dict:
-    """Seed 001's 402 body; `error` is the precise reason the call was not paid for."""
-    flow = payment_flow()
-    required = x402_payment_required(service, reason)
+def x402_wire(required: PaymentRequired) -> dict:
+    """The x402 fields of a 402 body (accepts, resource, extensions, x402Version) from the SDK's object."""
     return {
-        "type": "payment_required",
-        "error": reason,
-        "payment": payment_quote(service),
-        "paymentFlow": flow,
-        "retry": flow["retry"],
         "accepts": [_wire(requirement) for requirement in required.accepts],
         "resource": _wire(required.resource),
-        "extensions": required.extensions,
+        "extensions": required.extensions or {},
         "x402Version": required.x402_version,
     }
 
 
-def payment_required_headers(service: Service, reason: str = PAYMENT_REQUIRED) -> dict:
-    """`PAYMENT-REQUIRED` (base64 of the x402 PaymentRequired) and `X-Payment-Required: true`."""
+def payment_required_body(service: Service, required: PaymentRequired) -> dict:
+    """Seed 001's 402 body around `required`; `error` is the precise reason the call was not paid for."""
+    flow = payment_flow()
     return {
-        "PAYMENT-REQUIRED": encode_payment_required_header(x402_payment_required(service, reason)),
-        "X-Payment-Required": "true",
+        "type": "payment_required",
+        "error": required.error,
+        "payment": payment_quote(service),
+        "paymentFlow": flow,
+        "retry": flow["retry"],
+        **x402_wire(required),
     }
+
+
+def payment_required_headers(required: PaymentRequired) -> dict:
+    """`PAYMENT-REQUIRED` (base64 of the x402 PaymentRequired) and `X-Payment-Required: true`."""
+    return {"PAYMENT-REQUIRED": encode_payment_required_header(required), "X-Payment-Required": "true"}

@@ -97,11 +97,13 @@ def _validate(service: Service, arguments) -> None:
 
 
 def _payment_required(service: Service, reason: str, code: str = "", headers: dict | None = None) -> _Refused:
-    body = challenge.payment_required_body(service, reason)
+    # Built once: the body and the PAYMENT-REQUIRED header carry the same requirements.
+    required = challenge.x402_payment_required(service, reason)
+    body = challenge.payment_required_body(service, required)
     if code:
         body["invalidReason"] = code
     return _Refused(status.HTTP_402_PAYMENT_REQUIRED, body,
-                    {**challenge.payment_required_headers(service, reason), **(headers or {})})
+                    {**challenge.payment_required_headers(required), **(headers or {})})
 
 
 @dataclass

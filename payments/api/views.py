@@ -7,7 +7,7 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from x402.http.utils import encode_payment_required_header, encode_payment_response_header
+from x402.http.utils import encode_payment_response_header
 
 from catalog.selectors import closest_service_ids, service_resolve
 from payments import challenge, x402_gateway
@@ -131,12 +131,10 @@ def _x402_refusal(payment: Payment, refused: x402_gateway.X402PaymentRefused, vi
                         status=refused.status, headers=headers)
     required = challenge.payment_x402_payment_required(payment, refused.message)
     body = {"type": "payment_required", "error": refused.message, "payment": payment_record(payment, viewer=viewer),
-            "accepts": [a.model_dump(mode="json", by_alias=True, exclude_none=True) for a in required.accepts],
-            "resource": required.resource.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "x402Version": required.x402_version}
+            **challenge.x402_wire(required)}
     if refused.code:
         body["invalidReason"] = refused.code
-    headers = {"PAYMENT-REQUIRED": encode_payment_required_header(required), "X-Payment-Required": "true"}
+    headers = challenge.payment_required_headers(required)
     if refused.settlement is not None:
         headers["PAYMENT-RESPONSE"] = encode_payment_response_header(refused.settlement)
     return Response(body, status=status.HTTP_402_PAYMENT_REQUIRED, headers=headers)
