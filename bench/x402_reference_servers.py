@@ -48,7 +48,7 @@ from x402.mechanisms.evm.exact import ExactEvmFacilitatorScheme, ExactEvmServerS
 from x402.schemas import AssetAmount, PaymentRequirements  # noqa: E402
 
 from catalog import aliyun_client  # noqa: E402
-from payments.pipeline import envelope  # noqa: E402
+from catalog.envelope import envelope  # noqa: E402
 from payments.sandbox_chain import SandboxChain  # noqa: E402
 
 

@@ -200,20 +200,21 @@ def _backoff(attempt: int) -> float:
 
 
 def call(*, product: str, version: str, action: str, method: str = "POST",
-         query: dict | None = None, form: dict | None = None) -> UpstreamAnswer:
+         query: dict | None = None, form: dict | None = None, attempts: int | None = None) -> UpstreamAnswer:
     """Send one signed RPC request; raise UpstreamError when it yields no result.
 
     Retried, with a fresh signature each time: connection failures before the
     request was sent, 500/502/503/504 and Throttling; a GET also on a read
     timeout. A POST that timed out after it was sent is not repeated: it may
-    have run (and been billed) upstream.
+    have run (and been billed) upstream. `attempts` overrides
+    ALIBABA_CLOUD_ATTEMPTS (a health probe wants the first answer, not a retried one).
     """
     credentials = _credentials()
     if credentials is None:
         raise UpstreamError("unconfigured", "Alibaba Cloud credentials are not configured on this server")
     client = http_client()
     started = time.monotonic()
-    attempts_allowed = settings.ALIBABA_CLOUD_ATTEMPTS
+    attempts_allowed = attempts or settings.ALIBABA_CLOUD_ATTEMPTS
     for attempt in range(1, attempts_allowed + 1):
         request = _signed_request(method.upper(), product, version, action, query or {}, form or {}, credentials)
         retry_safe_timeout = method.upper() == "GET"
@@ -252,9 +253,9 @@ def call(*, product: str, version: str, action: str, method: str = "POST",
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def call_service(service, arguments: dict) -> UpstreamAnswer:
+def call_service(service, arguments: dict, *, attempts: int | None = None) -> UpstreamAnswer:
     """Call the upstream action a catalog service is bound to, with the caller's arguments."""
     method = service.upstream_method or "POST"
     query, form = request_parameters(method, service.upstream_parameters or {}, arguments)
     return call(product=service.upstream_product, version=service.upstream_version,
-                action=service.upstream_action, method=method, query=query, form=form)
+                action=service.upstream_action, method=method, query=query, form=form, attempts=attempts)

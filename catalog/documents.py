@@ -12,7 +12,6 @@ from catalog.models import Service
 from payments.instructions import payment_flow
 
 
-
 def _unique(items):
     return list(dict.fromkeys(items))
 

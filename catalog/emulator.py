@@ -122,13 +122,14 @@ def aliyun_emulator(request: HttpRequest, product: str) -> JsonResponse:
     """Answer one RPC call to `product` as Alibaba Cloud's gateway would."""
     request_id = str(uuid.uuid4()).upper()
     try:
+        # Every answer, refusals included: a health probe's parameter error takes as long as a result.
+        time.sleep(settings.SANDBOX_LATENCY_MS / 1000)
         if request.method not in ("GET", "POST"):
             raise AliyunError(403, "UnsupportedHTTPMethod", DOCUMENTED_ERRORS["UnsupportedHTTPMethod"][1])
         call = authenticate(request)
         spec = resolve_action(product, call.action, call.version)
         check_parameters(spec, call.params)
         apply_reserved_urls(call.params)
-        time.sleep(settings.SANDBOX_LATENCY_MS / 1000)
         return json_response(success_body(product, call, spec, request_id))
     except AliyunError as error:
         return error_response(error, product, request_id)

@@ -117,13 +117,17 @@ class Service(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
+    # Opt-in: health runs send the example request and check the answer against the output schema.
+    # In live mode that is a real, billed upstream call.
+    health_full_check = models.BooleanField(
+        "full health check", default=False,
+        help_text="Health runs send the example request (a billed call in live mode) instead of the free probe.",
+    )
+
     class Meta:
+        # One action may be sold as several services (tiers with their own pricing); importing a
+        # catalog still binds each action once (catalog.services.catalog_import).
         ordering = ["id"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["upstream_product", "upstream_version", "upstream_action"], name="one_service_per_action"
-            )
-        ]
 
     def __str__(self):
         return self.id

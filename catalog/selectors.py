@@ -53,7 +53,7 @@ def catalog_documents(services, *, flow: dict | None = None) -> list[dict]:
     """Seed 001 entries, each with its quality block."""
     services = list(services)
     flow = flow or payment_flow()
-    qualities = quality_blocks([s.id for s in services])
+    qualities = quality_blocks(services)
     documents = []
     for service in services:
         document = service_document(service, flow=flow)

@@ -15,9 +15,11 @@ from x402.http.utils import encode_payment_response_header
 from x402.schemas import SettleResponse
 
 from catalog import aliyun_client
+from catalog.envelope import envelope
 from catalog.input_validation import input_problems
 from catalog.models import PricingPolicy, Service
 from catalog.selectors import closest_service_ids, service_lookup
+from health import services as health_services
 from payments import challenge, credentials, facilitators, rate_limits, x402_gateway
 from payments import services as payment_services
 from payments.models import ApiKey, Payment, ToolCall
@@ -174,13 +176,6 @@ def _settlement_failed(service: Service, purchase: _Purchase, settlement: Settle
     return refused.answer
 
 
-def envelope(action: str, upstream_body: dict, request_id: str) -> dict:
-    """Seed 001's answer: the upstream's Data (or its whole answer) under data.Result."""
-    result = upstream_body.get("Data", {k: v for k, v in upstream_body.items() if k != "RequestId"})
-    return {"code": "200", "content": "", "data": {"Action": action, "Result": result},
-            "message": "success", "requestId": request_id}
-
-
 # How an upstream failure reaches the caller (SPEC, the paid call, step 6).
 _FAILURE_STATUS = {
     "client": status.HTTP_400_BAD_REQUEST,
@@ -281,11 +276,17 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     `api_key`, `payment_token` and `payment_signature` (the PAYMENT-SIGNATURE
     header) are the raw credentials; a signature is used before a token.
     """
+    service = None
     try:
         service = _resolve(reference)
         key = _authorize(service, api_key)
         _validate(service, arguments)
         purchase = _pay(service, key, payment_token, payment_signature)
     except _Refused as refused:
+        if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:
+            health_services.challenge_stats_record(service=service)
         return refused.answer
-    return _run(service, purchase, arguments)
+    answer = _run(service, purchase, arguments)
+    if answer.call is not None:
+        health_services.tool_call_stats_record(call=answer.call)
+    return answer

@@ -127,6 +127,17 @@ TOOL_CALL_MAX_BODY_BYTES = env_int("TOOL_CALL_MAX_BODY_BYTES", 1_048_576, minimu
 
 DEFAULT_PRICING_POLICY = env_str("SERVER402_DEFAULT_PRICING_POLICY", "aliyun-viapi")
 
+# --- Health checks and quality ------------------------------------------------
+# Seconds between scheduled health runs over every published service; 0 turns the schedule off.
+HEALTH_CHECK_INTERVAL_SECONDS = env_int("HEALTH_CHECK_INTERVAL_SECONDS", 900, minimum=0, maximum=7 * 86_400)
+# Services checked at once by one run (a run over N services takes about N / concurrency probes).
+HEALTH_CHECK_MAX_CONCURRENCY = 200
+HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 10, minimum=1, maximum=HEALTH_CHECK_MAX_CONCURRENCY)
+# Check results and hourly statistics older than this are purged by a scheduled task.
+HEALTH_RESULT_RETENTION_DAYS = env_int("HEALTH_RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650)
+# A running run that has not written a heartbeat for this long lost its worker and is marked failed.
+HEALTH_RUN_STALE_SECONDS = env_int("HEALTH_RUN_STALE_SECONDS", 120, minimum=10, maximum=86_400)
+
 # --- Catalog search -----------------------------------------------------------
 CATALOG_SEARCH_MAX_LIMIT = 100
 CATALOG_SEARCH_MAX_QUERY_LENGTH = 500
@@ -270,7 +281,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {
     "reconcile-abandoned-calls": {"task": "payments.tasks.reconcile_abandoned_calls", "schedule": 300.0},
+    "reap-stalled-health-runs": {"task": "health.tasks.reap_stalled_health_runs", "schedule": 60.0},
+    "purge-health-history": {"task": "health.tasks.purge_health_history", "schedule": 3600.0},
 }
+if HEALTH_CHECK_INTERVAL_SECONDS:
+    CELERY_BEAT_SCHEDULE["scheduled-health-run"] = {
+        "task": "health.tasks.start_scheduled_health_run", "schedule": float(HEALTH_CHECK_INTERVAL_SECONDS)}
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,9 @@
 import json
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
@@ -54,6 +57,59 @@ def upstream_emulator():
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/sandbox/aliyun/{{product}}"
     with override_settings(ALIBABA_CLOUD_ENDPOINT=endpoint):
         yield endpoint
+    server.shutdown()
+    server.server_close()
+
+
+class Scripted:
+    """Answers queued (status, body, delay) in order; records every request it received."""
+
+    def __init__(self):
+        self.answers: list[tuple[int, object, float]] = []
+        self.requests: list[dict] = []
+
+    def handler(self):
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                script.requests.append({
+                    "method": self.command, "path": parts.path, "query": dict(parse_qsl(parts.query)),
+                    "form": dict(parse_qsl(body.decode())), "headers": dict(self.headers), "raw": body,
+                })
+                status, payload, delay = script.answers.pop(0) if script.answers else (200, {"RequestId": "R"}, 0)
+                time.sleep(delay)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _answer
+
+        return Handler
+
+
+@pytest.fixture
+def upstream():
+    """A scripted Alibaba Cloud endpoint on a loopback port (answers queued in `.answers`)."""
+    script = Scripted()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), script.handler())
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/{{product}}"
+    with override_settings(ALIBABA_CLOUD_ENDPOINT=endpoint, ALIBABA_CLOUD_READ_TIMEOUT=0.5):
+        yield script
     server.shutdown()
     server.server_close()
 

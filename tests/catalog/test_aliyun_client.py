@@ -1,10 +1,5 @@
 """The upstream client against a scripted local HTTP server: placement, signing, retries, errors."""
 
-import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from django.test import override_settings
@@ -12,58 +7,6 @@ from django.test import override_settings
 from catalog import aliyun_client
 from catalog import aliyun_signing as signing
 from catalog.models import Service
-
-
-class Scripted:
-    """Answers queued (status, body, delay) in order; records every request it received."""
-
-    def __init__(self):
-        self.answers: list[tuple[int, object, float]] = []
-        self.requests: list[dict] = []
-
-    def handler(self):
-        script = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                parts = urlsplit(self.path)
-                script.requests.append({
-                    "method": self.command, "path": parts.path, "query": dict(parse_qsl(parts.query)),
-                    "form": dict(parse_qsl(body.decode())), "headers": dict(self.headers), "raw": body,
-                })
-                status, payload, delay = script.answers.pop(0) if script.answers else (200, {"RequestId": "R"}, 0)
-                time.sleep(delay)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            do_GET = do_POST = _answer
-
-        return Handler
-
-
-@pytest.fixture
-def upstream():
-    script = Scripted()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), script.handler())
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}/{{product}}"
-    with override_settings(ALIBABA_CLOUD_ENDPOINT=endpoint, ALIBABA_CLOUD_READ_TIMEOUT=0.5):
-        yield script
-    server.shutdown()
-    server.server_close()
 
 
 def _call(**kwargs):

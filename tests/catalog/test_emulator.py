@@ -289,6 +289,15 @@ def test_the_configured_latency_delays_every_success(client, settings):
     assert time.monotonic() - started >= 0.2
 
 
+def test_the_configured_latency_delays_parameter_errors_too(client, settings):
+    # A health probe is answered with a parameter error; a slow upstream is slow for it as well.
+    settings.SANDBOX_LATENCY_MS = 200
+    started = time.monotonic()
+
+    assert_error(call(client, "RecognizeScene", {}), 400, "MissingImageURL")
+    assert time.monotonic() - started >= 0.2
+
+
 def test_a_reset_url_is_answered_with_an_error_where_the_server_cannot_drop_connections(client):
     response = call(client, "RecognizeScene", {"ImageURL": "https://sandbox.invalid/reset"})
     assert_error(response, 500, "Sandbox.ResetUnsupported")
