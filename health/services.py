@@ -222,7 +222,7 @@ def _checks_collect(run: HealthRun, pool: ThreadPoolExecutor, services: list[Ser
                 future.cancel()
                 full = run.full or service.health_full_check
                 kind = HealthCheckResult.Kind.FULL if full else HealthCheckResult.Kind.PROBE
-                message = (f"no answer within {bound:.0f} s" if marker
+                message = (f"no answer within {bound:g} s" if marker
                            else "the run ran out of time before this service's check started")
                 status = HealthStatus.UNHEALTHY if marker else HealthStatus.UNKNOWN
                 health_result_record(service=service, outcome=probes.CheckOutcome(kind, status, message), run=run)

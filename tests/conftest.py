@@ -62,11 +62,19 @@ def upstream_emulator():
 
 
 class Scripted:
-    """Answers queued (status, body, delay) in order; records every request it received."""
+    """Answers queued (status, body, delay) in order, then `default`; records every request it received.
+
+    A body of Scripted.CLOSE closes the connection without an answer.
+    """
+
+    CLOSE = object()
 
     def __init__(self):
         self.answers: list[tuple[int, object, float]] = []
+        self.default: tuple[int, object, float] = (200, {"RequestId": "R"}, 0)
         self.requests: list[dict] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
 
     def handler(self):
         script = self
@@ -83,8 +91,17 @@ class Scripted:
                     "method": self.command, "path": parts.path, "query": dict(parse_qsl(parts.query)),
                     "form": dict(parse_qsl(body.decode())), "headers": dict(self.headers), "raw": body,
                 })
-                status, payload, delay = script.answers.pop(0) if script.answers else (200, {"RequestId": "R"}, 0)
-                time.sleep(delay)
+                with script._lock:
+                    status, payload, delay = script.answers.pop(0) if script.answers else script.default
+                    script.in_flight += 1
+                    script.most_in_flight = max(script.most_in_flight, script.in_flight)
+                try:
+                    time.sleep(delay)
+                finally:
+                    with script._lock:
+                        script.in_flight -= 1
+                if payload is Scripted.CLOSE:
+                    return
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
