@@ -8,6 +8,10 @@ PORT ?= 8000
 export PORT
 # Processes started by honcho get their own PORT, so every URL is pinned here.
 export PUBLIC_BASE_URL ?= http://localhost:$(PORT)
+# The sandbox upstream is the web process's own emulator; the Celery worker's health runs reach it here.
+ifneq ($(SERVER402_MODE),live)
+export ALIBABA_CLOUD_ENDPOINT ?= http://127.0.0.1:$(PORT)/sandbox/aliyun/{product}/
+endif
 
 .PHONY: run test bench install
 
@@ -27,6 +31,8 @@ run: install .env
 	@$(PY) manage.py migrate --no-input -v 0
 	@$(PY) manage.py import_catalog | tail -n 1
 	@$(PY) manage.py create_operator
+	@# A first health run, held 5 s for the web server (and its emulator) to come up.
+	@$(PY) manage.py run_health_checks --no-wait --delay 5
 	@echo "Serving $(PUBLIC_BASE_URL) (sandbox unless SERVER402_MODE=live); Ctrl-C stops everything."
 	@exec $(VENV)/bin/honcho -f Procfile start -p $(PORT)
 

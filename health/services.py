@@ -115,12 +115,13 @@ def _chosen_services(service_ids: list[str] | None) -> list[str]:
 
 
 def health_run_start(*, trigger: str, service_ids: list[str] | None = None, concurrency: int | None = None,
-                     full: bool = False, started_by=None, enqueue: bool = True) -> HealthRun:
+                     full: bool = False, started_by=None, enqueue: bool = True, delay_seconds: float = 0) -> HealthRun:
     """Create a run over the chosen services (every published one by default) and queue it on Celery.
 
     Refuses (HealthRunRefused, nothing created) an unknown service id or a
     concurrency outside 1..HEALTH_CHECK_MAX_CONCURRENCY. The run is queued once
-    the surrounding transaction commits, so the worker always finds its row.
+    the surrounding transaction commits, so the worker always finds its row;
+    `delay_seconds` holds it back (make run queues one before the web server is up).
     """
     concurrency = settings.HEALTH_CHECK_CONCURRENCY if concurrency is None else concurrency
     if not 1 <= concurrency <= settings.HEALTH_CHECK_MAX_CONCURRENCY:
@@ -132,7 +133,7 @@ def health_run_start(*, trigger: str, service_ids: list[str] | None = None, conc
     if enqueue:
         from health.tasks import execute_health_run
 
-        transaction.on_commit(lambda: execute_health_run.delay(run.pk))
+        transaction.on_commit(lambda: execute_health_run.apply_async((run.pk,), countdown=delay_seconds or None))
     return run
 
 

@@ -1,4 +1,4 @@
-"""manage.py run_health_checks [--service ID ...] [--concurrency N] [--full] [--inline | --no-wait]"""
+"""manage.py run_health_checks [--service ID ...] [--concurrency N] [--full] [--inline | --no-wait [--delay S]]"""
 
 import time
 
@@ -21,13 +21,16 @@ class Command(BaseCommand):
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--inline", action="store_true", help="Run here instead of on a Celery worker.")
         mode.add_argument("--no-wait", action="store_true", help="Queue the run and return its id.")
+        parser.add_argument("--delay", type=float, default=0, metavar="SECONDS",
+                            help="With --no-wait: have the worker start it this many seconds from now.")
         parser.add_argument("--timeout", type=float, default=600.0,
                             help="Seconds to wait for a queued run to finish (default 600).")
 
-    def handle(self, *args, service_ids, concurrency, full, inline, no_wait, timeout, **options):
+    def handle(self, *args, service_ids, concurrency, full, inline, no_wait, delay, timeout, **options):
         try:
             run = services.health_run_start(trigger=HealthRun.Trigger.COMMAND, service_ids=service_ids,
-                                            concurrency=concurrency, full=full, enqueue=not inline)
+                                            concurrency=concurrency, full=full, enqueue=not inline,
+                                            delay_seconds=delay if no_wait else 0)
         except services.HealthRunRefused as refused:
             raise CommandError(str(refused)) from None
         self.stdout.write(f"Health run {run.pk}: {run.total} service(s), concurrency {run.concurrency}")
