@@ -10,7 +10,7 @@ from rapidfuzz import process
 from catalog.documents import price_sentence, service_document
 from catalog.models import PricingPolicy, Service
 from catalog.search import Hit, SearchIndex, entry_for
-from health.selectors import quality_blocks
+from health.selectors import HEALTH_RANK, health_statuses, quality_blocks
 from payments.instructions import payment_flow, payment_guide
 
 SEARCH_SCHEMA_VERSION = "server402.catalog.search.v1"
@@ -117,6 +117,9 @@ def catalog_search(*, query: str, limit: int, category: str | None = None) -> di
         hits = index.search(query, category=category)
     else:
         hits = [Hit(e.service_id, 0.0) for e in index.entries if category in (None, e.category)]
+    # Quality breaks ties: among equal matchScores, services that work now come first.
+    statuses = health_statuses([hit.service_id for hit in hits])
+    hits.sort(key=lambda hit: (-hit.match_score, HEALTH_RANK[statuses[hit.service_id]], -hit.score, hit.service_id))
     chosen = hits[:limit]
     flow = payment_flow()
     documents = catalog_documents((rows[hit.service_id] for hit in chosen), flow=flow)

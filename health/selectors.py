@@ -22,6 +22,9 @@ WINDOW_HOURS = 24
 # Outcomes that are the caller's doing (the upstream refused their input): neither success nor failure.
 CALLER_OUTCOMES = ("client_error",)
 ANSWERED = (HealthStatus.HEALTHY, HealthStatus.DEGRADED)
+# Search's tie-breaker: working now first, known broken last.
+HEALTH_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNKNOWN: 2,
+               HealthStatus.UNCONFIGURED: 3, HealthStatus.UNHEALTHY: 4}
 
 
 @dataclass

@@ -166,3 +166,17 @@ def test_the_catalog_reads_a_fixed_number_of_queries_however_long_the_history(up
                                           latency_ms=80 + hours_ago, at=now - timedelta(hours=hours_ago))
 
     assert search_queries() == before
+
+
+def test_search_breaks_ties_by_health(api):
+    listed = [entry["id"] for entry in api.get("/api/catalog/search", {"limit": 100}).json()["services"]]
+    first, second = listed[0], listed[1]
+    for service_id, status in ((first, "unhealthy"), (second, "healthy")):
+        services.health_result_record(service=Service.objects.get(id=service_id),
+                                      outcome=CheckOutcome("probe", status, "checked", 10))
+
+    reordered = [entry["id"] for entry in api.get("/api/catalog/search", {"limit": 100}).json()["services"]]
+
+    # A listing without a query is one big tie: healthy first, unhealthy last, the rest as before.
+    assert reordered[0] == second and reordered[-1] == first
+    assert [i for i in reordered if i not in (first, second)] == [i for i in listed if i not in (first, second)]
