@@ -131,10 +131,21 @@ def health_run_start(*, trigger: str, service_ids: list[str] | None = None, conc
     run = HealthRun.objects.create(trigger=trigger, started_by=started_by, service_ids=chosen, full=full,
                                    concurrency=concurrency, total=len(chosen))
     if enqueue:
-        from health.tasks import execute_health_run
-
-        transaction.on_commit(lambda: execute_health_run.apply_async((run.pk,), countdown=delay_seconds or None))
+        transaction.on_commit(lambda: _enqueue(run, delay_seconds))
     return run
+
+
+def _enqueue(run: HealthRun, delay_seconds: float) -> None:
+    from health.tasks import execute_health_run
+
+    try:
+        execute_health_run.apply_async((run.pk,), countdown=delay_seconds or None)
+    except Exception as error:
+        # A queued row with no message would wait for ever and hold back the schedule.
+        HealthRun.objects.filter(pk=run.pk, status=HealthRun.Status.QUEUED).update(
+            status=HealthRun.Status.FAILED, finished_at=timezone.now(),
+            error=f"could not be queued: {error.__class__.__name__}: {error}"[:500])
+        raise
 
 
 def health_run_schedule() -> HealthRun | None:

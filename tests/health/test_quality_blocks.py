@@ -155,6 +155,7 @@ def test_the_catalog_reads_a_fixed_number_of_queries_however_long_the_history(up
             catalog_search(query="", limit=62)
         return len(queries)
 
+    search_queries()  # the first search of a process builds its index
     before = search_queries()
     published = list(Service.objects.filter(state="published"))
     now = timezone.now()

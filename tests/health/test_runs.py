@@ -273,3 +273,22 @@ def test_the_command_queues_a_run_for_the_workers(django_capture_on_commit_callb
     run = HealthRun.objects.get()
     assert run.status == "queued" and run.trigger == "command" and len(queued) == 1
     assert f"Health run {run.pk}: 1 service(s)" in capsys.readouterr().out
+
+
+def test_a_run_that_cannot_be_queued_is_failed_so_the_schedule_goes_on(django_capture_on_commit_callbacks,
+                                                                        monkeypatch):
+    from health.tasks import execute_health_run
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("Error 111 connecting to the broker")
+
+    monkeypatch.setattr(execute_health_run, "apply_async", broker_down)
+    with pytest.raises(ConnectionRefusedError), django_capture_on_commit_callbacks(execute=True):
+        services.health_run_schedule()
+
+    run = HealthRun.objects.get()
+    assert run.status == "failed" and run.error.startswith("could not be queued: ConnectionRefusedError")
+    monkeypatch.undo()
+    with django_capture_on_commit_callbacks() as queued:
+        assert services.health_run_schedule() is not None
+    assert len(queued) == 1
