@@ -36,6 +36,8 @@ from catalog.models import Service  # noqa: E402
 from catalog.selectors import catalog_search  # noqa: E402
 from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 
+import catalog_history  # noqa: E402
+import health_runs  # noqa: E402
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
 import x402_throughput  # noqa: E402
 
@@ -124,6 +126,8 @@ def main() -> None:
         ratio = f"{p50 / base_p50:.2f}x" if base_p50 else ""
         print(f"| {label} | {name} | {p50:.2f} | {p95:.2f} | {ratio} |")
     paid_call.main()
+    health_runs.main()
+    catalog_history.main()
     x402_throughput.main()
 
 

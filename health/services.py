@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # How often a running run proves it is alive, and how long past its timeouts a check may take.
 HEARTBEAT_SECONDS = 5.0
+# After a check finishes, how long the run waits for others to store them together.
+BATCH_SECONDS = 0.05
 CHECK_MARGIN_SECONDS = 5.0
 
 
@@ -34,6 +36,21 @@ def _hour(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def _stats_upsert_sql() -> str:
+    table = ServiceStatsHour._meta.db_table
+    # The same statement in PostgreSQL and SQLite (3.24+).
+    return (f"INSERT INTO {table} (service_id, hour, source, outcome, bucket, within_sla, count) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, 1) "
+            f"ON CONFLICT (service_id, hour, source, outcome, bucket, within_sla) "
+            f"DO UPDATE SET count = {table}.count + 1")
+
+
+def _stats_row(service: Service, source: str, outcome: str, latency_ms: int | None, at: datetime) -> list:
+    within_sla = latency_ms is not None and latency_ms <= service.sla_max_latency_ms
+    return [service.pk, connection.ops.adapt_datetimefield_value(_hour(at)), source, outcome,
+            latency.bucket(latency_ms), within_sla]
+
+
 def service_stats_record(*, service: Service, source: str, outcome: str, latency_ms: int | None,
                          at: datetime | None = None) -> None:
     """Count one sample (a check, a finished call, a 402) in its service's hour.
@@ -42,16 +59,8 @@ def service_stats_record(*, service: Service, source: str, outcome: str, latency
     read-modify-write. Samples are statistics, not money: callers record them
     outside their transactions, after the fact.
     """
-    table = ServiceStatsHour._meta.db_table
-    hour = connection.ops.adapt_datetimefield_value(_hour(at or timezone.now()))
-    within_sla = latency_ms is not None and latency_ms <= service.sla_max_latency_ms
-    # The same statement in PostgreSQL and SQLite (3.24+).
-    sql = (f"INSERT INTO {table} (service_id, hour, source, outcome, bucket, within_sla, count) "
-           f"VALUES (%s, %s, %s, %s, %s, %s, 1) "
-           f"ON CONFLICT (service_id, hour, source, outcome, bucket, within_sla) "
-           f"DO UPDATE SET count = {table}.count + 1")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [service.pk, hour, source, outcome, latency.bucket(latency_ms), within_sla])
+        cursor.execute(_stats_upsert_sql(), _stats_row(service, source, outcome, latency_ms, at or timezone.now()))
 
 
 def tool_call_stats_record(*, call) -> None:
@@ -72,26 +81,72 @@ def challenge_stats_record(*, service: Service) -> None:
 def health_result_record(*, service: Service, outcome: probes.CheckOutcome, run: HealthRun | None = None,
                          at: datetime | None = None) -> HealthCheckResult:
     """Store one check's result and make it the service's latest health (unless a newer one is there)."""
+    return health_results_record(checked=[(service, outcome)], run=run, at=at)[0]
+
+
+_HEALTH_FIELDS = ["status", "kind", "checked_at", "latency_ms", "http_status", "upstream_code", "message", "recent"]
+
+
+def _service_healths_locked(service_ids: list[str]) -> dict[str, ServiceHealth]:
+    """The services' ServiceHealth rows, created if missing, locked in id order (two runs cannot deadlock)."""
+    locked = ServiceHealth.objects.select_for_update().filter(service_id__in=service_ids).order_by("service_id")
+    healths = {health.service_id: health for health in locked}
+    missing = [pk for pk in service_ids if pk not in healths]
+    if missing:
+        ServiceHealth.objects.bulk_create([ServiceHealth(service_id=pk) for pk in missing], ignore_conflicts=True)
+        healths.update((health.service_id, health) for health in locked.filter(service_id__in=missing))
+    return healths
+
+
+def _service_healths_save(healths: list[ServiceHealth]) -> None:
+    # One prepared UPDATE run for every row: bulk_update's CASE expressions cost more CPU than the checks.
+    fields = [ServiceHealth._meta.get_field(name) for name in _HEALTH_FIELDS]
+    table = ServiceHealth._meta.db_table
+    assignments = ", ".join(f"{connection.ops.quote_name(field.column)} = %s" for field in fields)
+    rows = [[field.get_db_prep_save(getattr(health, field.attname), connection) for field in fields]
+            + [health.service_id] for health in healths]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE service_id = %s", rows)
+
+
+def health_results_record(*, checked: list[tuple[Service, probes.CheckOutcome]], run: HealthRun | None = None,
+                          at: datetime | None = None) -> list[HealthCheckResult]:
+    """Store checks that finished together in one transaction: results, latest health, progress, statistics.
+
+    One commit per batch, not per result: a run over 1,000 services at
+    concurrency 50 is otherwise bound by the commits of its one writing thread.
+    """
     at = at or timezone.now()
-    with transaction.atomic():
-        result = HealthCheckResult.objects.create(
+    results = [
+        HealthCheckResult(
             run=run, service=service, kind=outcome.kind, status=outcome.status, latency_ms=outcome.latency_ms,
             http_status=outcome.http_status, upstream_code=outcome.upstream_code[:100],
-            message=outcome.message[:500], upstream_request_id=outcome.upstream_request_id[:100], checked_at=at,
-        )
-        health, _ = ServiceHealth.objects.select_for_update().get_or_create(service=service)
-        if health.checked_at is None or health.checked_at <= at:
-            health.status, health.kind, health.checked_at = outcome.status, outcome.kind, at
-            health.latency_ms, health.http_status = outcome.latency_ms, outcome.http_status
-            health.upstream_code, health.message = result.upstream_code, result.message
-            health.recent = [[outcome.status, outcome.latency_ms], *health.recent][:ServiceHealth.RECENT]
-            health.save()
+            message=outcome.message[:500], upstream_request_id=outcome.upstream_request_id[:100], checked_at=at)
+        for service, outcome in checked
+    ]
+    service_ids = sorted({service.pk for service, _ in checked})
+    with transaction.atomic():
+        HealthCheckResult.objects.bulk_create(results)
+        healths = _service_healths_locked(service_ids)
+        changed = {}
+        for result in results:
+            health = healths[result.service_id]
+            if health.checked_at is None or health.checked_at <= at:
+                health.status, health.kind, health.checked_at = result.status, result.kind, at
+                health.latency_ms, health.http_status = result.latency_ms, result.http_status
+                health.upstream_code, health.message = result.upstream_code, result.message
+                health.recent = [[result.status, result.latency_ms], *health.recent][:ServiceHealth.RECENT]
+                changed[health.service_id] = health
+        if changed:
+            _service_healths_save(list(changed.values()))
         if run is not None:
-            HealthRun.objects.filter(pk=run.pk).update(done=F("done") + 1, heartbeat_at=timezone.now())
-    if outcome.status != HealthStatus.UNKNOWN:
-        service_stats_record(service=service, source=ServiceStatsHour.Source.CHECK, outcome=outcome.status,
-                             latency_ms=outcome.latency_ms, at=at)
-    return result
+            HealthRun.objects.filter(pk=run.pk).update(done=F("done") + len(results), heartbeat_at=timezone.now())
+        samples = [_stats_row(service, ServiceStatsHour.Source.CHECK, outcome.status, outcome.latency_ms, at)
+                   for service, outcome in checked if outcome.status != HealthStatus.UNKNOWN]
+        if samples:
+            with connection.cursor() as cursor:
+                cursor.executemany(_stats_upsert_sql(), samples)
+    return results
 
 
 # --- Runs ---------------------------------------------------------------------
@@ -222,14 +277,20 @@ def _checks_collect(run: HealthRun, pool: ThreadPoolExecutor, services: list[Ser
     pending = set(futures)
     while pending:
         done, pending = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_COMPLETED)
-        for future in done:
-            service, _ = futures[future]
-            health_result_record(service=service, outcome=future.result(), run=run)
+        if done and pending:
+            # Gather what finishes in the next moment too: one transaction per batch, fewer commits.
+            more, pending = wait(pending, timeout=BATCH_SECONDS)
+            done |= more
+        if done:
+            # Writes the heartbeat too.
+            health_results_record(checked=[(futures[future][0], future.result()) for future in done], run=run)
+        else:
+            HealthRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
         now = time.monotonic()
+        overdue = []
         for future in list(pending):
             service, marker = futures[future]
-            overdue = (marker and now - marker[0] > bound) or now > run_deadline
-            if overdue:
+            if (marker and now - marker[0] > bound) or now > run_deadline:
                 pending.discard(future)
                 future.cancel()
                 full = run.full or service.health_full_check
@@ -237,8 +298,9 @@ def _checks_collect(run: HealthRun, pool: ThreadPoolExecutor, services: list[Ser
                 message = (f"no answer within {bound:g} s" if marker
                            else "the run ran out of time before this service's check started")
                 status = HealthStatus.UNHEALTHY if marker else HealthStatus.UNKNOWN
-                health_result_record(service=service, outcome=probes.CheckOutcome(kind, status, message), run=run)
-        HealthRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+                overdue.append((service, probes.CheckOutcome(kind, status, message)))
+        if overdue:
+            health_results_record(checked=overdue, run=run)
 
 
 def health_runs_reap(*, stale_after: timedelta) -> int:

@@ -176,7 +176,7 @@ def test_a_run_that_breaks_is_marked_failed_with_the_reason(upstream, ids, monke
     def broken(**kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(services, "health_result_record", broken)
+    monkeypatch.setattr(services, "health_results_record", broken)
 
     run = run_now(service_ids=ids[:2])
 
