@@ -7,7 +7,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -63,16 +63,25 @@ def service_stats_record(*, service: Service, source: str, outcome: str, latency
         cursor.execute(_stats_upsert_sql(), _stats_row(service, source, outcome, latency_ms, at or timezone.now()))
 
 
+def _best_effort(record, **sample) -> None:
+    # Statistics must never cost a caller a result they paid for: a failed count is logged, not raised.
+    try:
+        with transaction.atomic():
+            record(**sample)
+    except DatabaseError:
+        logger.exception("could not count a %s sample of %s", sample.get("source"), sample["service"].pk)
+
+
 def tool_call_stats_record(*, call) -> None:
-    """A finished paid call, as the quality block counts it."""
-    service_stats_record(service=call.service, source=ServiceStatsHour.Source.CALL, outcome=call.outcome,
-                         latency_ms=call.latency_ms)
+    """A finished paid call, as the quality block counts it (best effort, see _best_effort)."""
+    _best_effort(service_stats_record, service=call.service, source=ServiceStatsHour.Source.CALL,
+                 outcome=call.outcome, latency_ms=call.latency_ms)
 
 
 def challenge_stats_record(*, service: Service) -> None:
     """A 402 answered for the service (no row of its own: anonymous callers must not write rows)."""
-    service_stats_record(service=service, source=ServiceStatsHour.Source.CHALLENGE, outcome="payment_required",
-                         latency_ms=None)
+    _best_effort(service_stats_record, service=service, source=ServiceStatsHour.Source.CHALLENGE,
+                 outcome="payment_required", latency_ms=None)
 
 
 # --- Results ------------------------------------------------------------------

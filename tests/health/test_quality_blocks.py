@@ -181,3 +181,19 @@ def test_search_breaks_ties_by_health(api):
     # A listing without a query is one big tie: healthy first, unhealthy last, the rest as before.
     assert reordered[0] == second and reordered[-1] == first
     assert [i for i in reordered if i not in (first, second)] == [i for i in listed if i not in (first, second)]
+
+
+def test_a_paid_call_keeps_its_result_when_counting_it_fails(api, upstream_emulator, make_key, paid_token, monkeypatch,
+                                                              caplog):
+    from django.db import OperationalError
+
+    def database_gone(**sample):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "service_stats_record", database_gone)
+    key, secret = make_key()
+    _, token = paid_token("celebrity-recognition", key)
+
+    assert call(api).status_code == 402
+    assert call(api, token=token, secret=secret).status_code == 200
+    assert "could not count a call sample of celebrity-recognition" in caplog.text
