@@ -8,10 +8,8 @@ PORT ?= 8000
 export PORT
 # Processes started by honcho get their own PORT, so every URL is pinned here.
 export PUBLIC_BASE_URL ?= http://localhost:$(PORT)
-# The sandbox upstream is the web process's own emulator; the Celery worker's health runs reach it here.
-ifneq ($(SERVER402_MODE),live)
-export ALIBABA_CLOUD_ENDPOINT ?= http://127.0.0.1:$(PORT)/sandbox/aliyun/{product}/
-endif
+# The sandbox upstream is the web process's own emulator: the Celery worker's health runs reach it on this port.
+export SERVER402_WEB_PORT ?= $(PORT)
 
 .PHONY: run test bench install
 

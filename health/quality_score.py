@@ -6,7 +6,7 @@
 |--------------|--------|-----------------------------------------------------------------------|----------------|
 | availability | 40     | share of the last 10 checks that got an answer (healthy or degraded)  | 1 check        |
 | latency      | 25     | share of the last 24 hours' timed samples at or under the SLA's       | 1 sample       |
-|              |        | maxLatency (checks, and calls except refusals of the caller's input)  |                |
+|              |        | maxLatency (answered checks; successful and timed-out calls)          |                |
 | freshness    | 15     | 1 while the last check is recent (2 check intervals, at least 1 hour), | 1 check        |
 |              |        | then falling linearly to 0 at 24 hours (or 2 x the recent window)      |                |
 | success      | 20     | successful real calls / (successful + failed) over 24 hours; calls the | 10 calls       |

@@ -22,6 +22,8 @@ WINDOW_HOURS = 24
 # Outcomes that are the caller's doing (the upstream refused their input): neither success nor failure.
 CALLER_OUTCOMES = ("client_error",)
 ANSWERED = (HealthStatus.HEALTHY, HealthStatus.DEGRADED)
+# Latency samples: answers, and calls that waited out the timeout. A fast failure is not fast service.
+TIMED_CALL_OUTCOMES = ("succeeded", "timeout")
 # Search's tie-breaker: working now first, known broken last.
 HEALTH_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNKNOWN: 2,
                HealthStatus.UNCONFIGURED: 3, HealthStatus.UNHEALTHY: 4}
@@ -69,11 +71,11 @@ def window_stats(service_ids: list[str], now: datetime) -> dict[str, WindowStats
             entry.calls[outcome] = entry.calls.get(outcome, 0) + count
             if outcome == "succeeded":
                 entry.call_latency[bucket] = entry.call_latency.get(bucket, 0) + count
-            timed = outcome not in CALLER_OUTCOMES
+            timed = outcome in TIMED_CALL_OUTCOMES
         else:
             if outcome in ANSWERED:
                 entry.check_latency[bucket] = entry.check_latency.get(bucket, 0) + count
-            timed = True
+            timed = outcome in ANSWERED
         if timed and bucket != latency.NO_LATENCY:
             entry.timed += count
             entry.timed_within_sla += count if within_sla else 0

@@ -88,23 +88,24 @@ def challenge_stats_record(*, service: Service) -> None:
 
 
 def health_result_record(*, service: Service, outcome: probes.CheckOutcome, run: HealthRun | None = None,
-                         at: datetime | None = None) -> HealthCheckResult:
+                         at: datetime | None = None) -> HealthCheckResult | None:
     """Store one check's result and make it the service's latest health (unless a newer one is there)."""
-    return health_results_record(checked=[(service, outcome)], run=run, at=at)[0]
+    results = health_results_record(checked=[(service, outcome)], run=run, at=at)
+    return results[0] if results else None
 
 
 _HEALTH_FIELDS = ["status", "kind", "checked_at", "latency_ms", "http_status", "upstream_code", "message", "recent"]
 
 
 def _service_healths_locked(service_ids: list[str]) -> dict[str, ServiceHealth]:
-    """The services' ServiceHealth rows, created if missing, locked in id order (two runs cannot deadlock)."""
+    """The services' ServiceHealth rows, created if missing, then all locked in id order.
+
+    Created first and locked in one ordered statement: two runs over the same
+    services take their locks in the same order and cannot deadlock.
+    """
+    ServiceHealth.objects.bulk_create([ServiceHealth(service_id=pk) for pk in service_ids], ignore_conflicts=True)
     locked = ServiceHealth.objects.select_for_update().filter(service_id__in=service_ids).order_by("service_id")
-    healths = {health.service_id: health for health in locked}
-    missing = [pk for pk in service_ids if pk not in healths]
-    if missing:
-        ServiceHealth.objects.bulk_create([ServiceHealth(service_id=pk) for pk in missing], ignore_conflicts=True)
-        healths.update((health.service_id, health) for health in locked.filter(service_id__in=missing))
-    return healths
+    return {health.service_id: health for health in locked}
 
 
 def _service_healths_save(healths: list[ServiceHealth]) -> None:
@@ -126,21 +127,31 @@ def health_results_record(*, checked: list[tuple[Service, probes.CheckOutcome]],
     concurrency 50 is otherwise bound by the commits of its one writing thread.
     """
     at = at or timezone.now()
-    results = [
-        HealthCheckResult(
-            run=run, service=service, kind=outcome.kind, status=outcome.status, latency_ms=outcome.latency_ms,
-            http_status=outcome.http_status, upstream_code=outcome.upstream_code[:100],
-            message=outcome.message[:500], upstream_request_id=outcome.upstream_request_id[:100], checked_at=at)
-        for service, outcome in checked
-    ]
-    service_ids = sorted({service.pk for service, _ in checked})
     with transaction.atomic():
+        # A service deleted while its check ran has nowhere to keep a result; the others still count.
+        existing = set(Service.objects.filter(pk__in={service.pk for service, _ in checked})
+                       .values_list("pk", flat=True))
+        kept = [(service, outcome) for service, outcome in checked if service.pk in existing]
+        results = [
+            HealthCheckResult(
+                run=run, service=service, kind=outcome.kind, status=outcome.status, latency_ms=outcome.latency_ms,
+                http_status=outcome.http_status, upstream_code=outcome.upstream_code[:100],
+                message=outcome.message[:500], upstream_request_id=outcome.upstream_request_id[:100],
+                checked_at=at)
+            for service, outcome in kept
+        ]
+        service_ids = sorted(existing)
         HealthCheckResult.objects.bulk_create(results)
         healths = _service_healths_locked(service_ids)
         changed = {}
         for result in results:
             health = healths[result.service_id]
-            if health.checked_at is None or health.checked_at <= at:
+            if result.status == HealthStatus.UNKNOWN:
+                # Not a check (no free probe, the run ran out of time, the check broke): history only,
+                # so it neither hides the last real status nor makes it look fresh.
+                health.recent = [[result.status, None], *health.recent][:ServiceHealth.RECENT]
+                changed[health.service_id] = health
+            elif health.checked_at is None or health.checked_at <= at:
                 health.status, health.kind, health.checked_at = result.status, result.kind, at
                 health.latency_ms, health.http_status = result.latency_ms, result.http_status
                 health.upstream_code, health.message = result.upstream_code, result.message
@@ -149,9 +160,9 @@ def health_results_record(*, checked: list[tuple[Service, probes.CheckOutcome]],
         if changed:
             _service_healths_save(list(changed.values()))
         if run is not None:
-            HealthRun.objects.filter(pk=run.pk).update(done=F("done") + len(results), heartbeat_at=timezone.now())
+            HealthRun.objects.filter(pk=run.pk).update(done=F("done") + len(checked), heartbeat_at=timezone.now())
         samples = [_stats_row(service, ServiceStatsHour.Source.CHECK, outcome.status, outcome.latency_ms, at)
-                   for service, outcome in checked if outcome.status != HealthStatus.UNKNOWN]
+                   for service, outcome in kept if outcome.status != HealthStatus.UNKNOWN]
         if samples:
             with connection.cursor() as cursor:
                 cursor.executemany(_stats_upsert_sql(), samples)

@@ -90,9 +90,11 @@ SANDBOX_ACCESS_KEY_SECRET = "server402-sandbox-secret-not-a-secret"
 SANDBOX_LATENCY_MS = env_int("SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
 # Where the upstream client sends requests, {product} filled in. The sandbox
 # default is this server's own emulator over loopback.
+# The web server's port: `make run` sets it, because honcho gives the Celery worker a PORT of its own.
+_WEB_PORT = env_int("SERVER402_WEB_PORT", PORT, minimum=1, maximum=65535)
 ALIBABA_CLOUD_ENDPOINT = env_url(
     "ALIBABA_CLOUD_ENDPOINT",
-    f"http://127.0.0.1:{PORT}/sandbox/aliyun/{{product}}/"
+    f"http://127.0.0.1:{_WEB_PORT}/sandbox/aliyun/{{product}}/"
     if SANDBOX
     else f"https://{{product}}.{ALIBABA_CLOUD_REGION}.aliyuncs.com/",
 )
@@ -136,7 +138,8 @@ HEALTH_CHECK_CONCURRENCY = env_int("HEALTH_CHECK_CONCURRENCY", 10, minimum=1, ma
 # Check results and hourly statistics older than this are purged by a scheduled task.
 HEALTH_RESULT_RETENTION_DAYS = env_int("HEALTH_RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650)
 # A running run that has not written a heartbeat for this long lost its worker and is marked failed.
-HEALTH_RUN_STALE_SECONDS = env_int("HEALTH_RUN_STALE_SECONDS", 120, minimum=10, maximum=86_400)
+# At least a minute: a heartbeat comes every 5 s, but one may wait 20 s for SQLite's write lock.
+HEALTH_RUN_STALE_SECONDS = env_int("HEALTH_RUN_STALE_SECONDS", 120, minimum=60, maximum=86_400)
 
 # --- Catalog search -----------------------------------------------------------
 CATALOG_SEARCH_MAX_LIMIT = 100

@@ -109,6 +109,9 @@ def test_the_latency_part_counts_samples_over_the_sla():
     for milliseconds in (100, 200, 9000):
         services.health_result_record(service=service, outcome=CheckOutcome("probe", "healthy", "ok", milliseconds))
     services.service_stats_record(service=service, source="call", outcome="timeout", latency_ms=10_000)
+    # Failing fast is not serving fast: neither counts as a latency sample.
+    services.health_result_record(service=service, outcome=CheckOutcome("probe", "unhealthy", "HTTP 500", 12))
+    services.service_stats_record(service=service, source="call", outcome="upstream_error", latency_ms=15)
 
     latency_part = next(part for part in block()["qualityParts"] if part["name"] == "latency")
 

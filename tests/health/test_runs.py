@@ -292,3 +292,41 @@ def test_a_run_that_cannot_be_queued_is_failed_so_the_schedule_goes_on(django_ca
     with django_capture_on_commit_callbacks() as queued:
         assert services.health_run_schedule() is not None
     assert len(queued) == 1
+
+
+def test_a_service_deleted_while_it_is_checked_loses_its_result_but_not_the_run(upstream, ids, monkeypatch):
+    upstream.default = PARAMETER_ERROR
+    doomed = Service.objects.create(**{
+        field.attname: getattr(Service.objects.get(id=ids[0]), field.attname)
+        for field in Service._meta.concrete_fields if field.attname not in ("id", "internal_id")
+    } | {"id": "deleted-midway", "internal_id": "deleted-midway"})
+    run = services.health_run_start(trigger="command", service_ids=[ids[1], doomed.id], concurrency=2,
+                                    enqueue=False)
+    record = services.health_results_record
+
+    def delete_then_record(**kwargs):
+        # Deleted after the run read its services, before their results are stored.
+        Service.objects.filter(pk="deleted-midway").delete()
+        return record(**kwargs)
+
+    monkeypatch.setattr(services, "health_results_record", delete_then_record)
+
+    run = services.health_run_execute(run_id=run.pk)
+
+    assert (run.status, run.done, run.total) == ("succeeded", 2, 2)
+    assert list(run.results.values_list("service_id", flat=True)) == [ids[1]]
+
+
+def test_a_result_that_is_not_a_check_keeps_the_last_real_status_and_its_age(upstream_emulator):
+    service = Service.objects.get(id="celebrity-recognition")
+    checked_at = timezone.now() - timedelta(days=3)
+    services.health_result_record(service=service, at=checked_at,
+                                  outcome=services.probes.CheckOutcome("probe", "healthy", "ok", 120))
+
+    services.health_result_record(service=service, outcome=services.probes.CheckOutcome(
+        "probe", "unknown", "the run ran out of time before this service's check started"))
+
+    health = ServiceHealth.objects.get(service=service)
+    assert (health.status, health.checked_at, health.latency_ms) == ("healthy", checked_at, 120)
+    assert health.recent == [["unknown", None], ["healthy", 120]]
+    assert HealthCheckResult.objects.filter(service=service).count() == 2

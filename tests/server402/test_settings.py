@@ -45,6 +45,9 @@ def test_it_starts_with_nothing_but_a_secret_key():
         ({"SERVER402_MODE": "live", "SECRET_KEY": "k" * 50, "PUBLIC_BASE_URL": "https://s402.example"},
          "Live mode needs X402_PAY_TO and X402_FACILITATOR_URL"),
         ({"SERVER402_MODE": "live", "SECRET_KEY": "k" * 50}, "PUBLIC_BASE_URL must be an https URL in live mode"),
+        ({"HEALTH_CHECK_INTERVAL_SECONDS": "soon"}, "HEALTH_CHECK_INTERVAL_SECONDS='soon' is not a whole number"),
+        ({"HEALTH_CHECK_CONCURRENCY": "0"}, "HEALTH_CHECK_CONCURRENCY=0 is out of range"),
+        ({"HEALTH_RUN_STALE_SECONDS": "10"}, "HEALTH_RUN_STALE_SECONDS=10 is out of range"),
     ],
 )
 def test_it_refuses_to_start_on_a_bad_value(environment, message):
@@ -138,3 +141,22 @@ def test_a_timeout_that_is_not_a_number_fails_at_start_up():
             env_float("SERVER402_TEST_FLOAT", 1.0, minimum=0, maximum=2)
     finally:
         del os.environ["SERVER402_TEST_FLOAT"]
+
+
+def test_the_sandbox_upstream_is_the_web_servers_port_whatever_port_a_worker_is_given():
+    # honcho gives every process its own PORT; make run pins the web server's.
+    endpoint = settings_of("s.ALIBABA_CLOUD_ENDPOINT", PORT="5100", SERVER402_WEB_PORT="8000")
+    assert endpoint == "http://127.0.0.1:8000/sandbox/aliyun/{product}"
+
+
+def test_live_mode_ignores_the_web_port_for_its_upstream():
+    endpoint = settings_of("s.ALIBABA_CLOUD_ENDPOINT", SERVER402_MODE="live", SECRET_KEY="k" * 50,
+                           PUBLIC_BASE_URL="https://s402.example", X402_PAY_TO="0x" + "ab" * 20,
+                           X402_FACILITATOR_URL="https://facilitator.example", SERVER402_WEB_PORT="8000")
+    assert endpoint == "https://{product}.cn-shanghai.aliyuncs.com"
+
+
+def test_the_health_schedule_follows_its_interval_and_zero_turns_it_off():
+    assert settings_of("s.CELERY_BEAT_SCHEDULE['scheduled-health-run']['schedule']",
+                       HEALTH_CHECK_INTERVAL_SECONDS="60") == "60.0"
+    assert settings_of("'scheduled-health-run' in s.CELERY_BEAT_SCHEDULE", HEALTH_CHECK_INTERVAL_SECONDS="0") == "False"
