@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from catalog.models import Service
 from health import latency
-from health.models import HealthRun, HealthStatus, ServiceHealth, ServiceStatsHour
+from health.models import HealthStatus, ServiceHealth, ServiceStatsHour
 from health.quality_score import QualityInputs, QualityScore, quality_score
 
 WINDOW_HOURS = 24
@@ -145,8 +145,3 @@ def health_statuses(service_ids) -> dict[str, str]:
     found = dict(ServiceHealth.objects.filter(service_id__in=list(service_ids)).values_list("service_id", "status"))
     return {service_id: found.get(service_id, HealthStatus.UNKNOWN.value) for service_id in service_ids}
 
-
-def health_run_summary(run: HealthRun) -> dict:
-    """A run's progress and its results counted by status."""
-    counts = dict(run.results.values("status").annotate(n=Count("id")).values_list("status", "n"))
-    return {"run": run, "counts": counts, "pending": max(run.total - run.done, 0)}
