@@ -12,6 +12,7 @@ from catalog.models import PricingPolicy, Service
 from catalog.search import Hit, SearchIndex, entry_for
 from health.selectors import HEALTH_RANK, health_statuses, quality_blocks
 from payments.instructions import payment_flow, payment_guide
+from payments.models import ToolCall
 
 SEARCH_SCHEMA_VERSION = "server402.catalog.search.v1"
 _BEIJING = ZoneInfo("Asia/Shanghai")
@@ -145,3 +146,57 @@ def catalog_search(*, query: str, limit: int, category: str | None = None) -> di
         "services": documents,
         "payment": payment_guide(flow),
     }
+
+
+# --- Dashboard reads -------------------------------------------------------------
+
+
+def dashboard_services(*, q: str = "", category: str = "", state: str = "", health: str = "") -> list[Service]:
+    """Every service (drafts too) matching the filters; `q` matches ids, name, category and keywords.
+
+    The catalog is tens to a few thousand rows, so the text match runs over the
+    filtered rows in Python: the same on every database, keywords included.
+    """
+    services = Service.objects.select_related("pricing_policy").order_by("category", "id")
+    if category:
+        services = services.filter(category=category)
+    if state:
+        services = services.filter(state=state)
+    if health == "unknown":
+        services = services.filter(Q(health__isnull=True) | Q(health__status="unknown"))
+    elif health:
+        services = services.filter(health__status=health)
+    words = q.lower().split()
+    if not words:
+        return list(services)
+
+    def text(service: Service) -> str:
+        return " ".join([service.id, service.internal_id, service.name.lower(), service.category,
+                         service.upstream_action.lower(), *(str(k).lower() for k in service.keywords)])
+
+    return [service for service in services if all(word in text(service) for word in words)]
+
+
+def dashboard_categories() -> list[str]:
+    return list(Service.objects.order_by("category").values_list("category", flat=True).distinct())
+
+
+def service_recent_calls(service: Service, *, limit: int = 20):
+    """The service's latest paid calls, newest first, through the (service, started_at) index."""
+    return list(ToolCall.objects.filter(service=service).select_related("api_key").order_by("-started_at")[:limit])
+
+
+def pricing_policies_with_services() -> list[PricingPolicy]:
+    """Every policy with the ids of the services that use it (two queries)."""
+    policies = list(PricingPolicy.objects.order_by("id"))
+    using: dict[str, list[str]] = {}
+    for policy_id, service_id in Service.objects.order_by("id").values_list("pricing_policy_id", "id"):
+        using.setdefault(policy_id, []).append(service_id)
+    for policy in policies:
+        policy.service_ids = using.get(policy.id, [])
+    return policies
+
+
+def pricing_policy_payment_count(policy: PricingPolicy) -> int:
+    """How many payments were made under the policy (each keeps its own copy of the price)."""
+    return policy.payments.count()

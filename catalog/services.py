@@ -172,3 +172,50 @@ def catalog_import(*, paths: list[Path], overwrite: bool = False) -> ImportRepor
             if kept:
                 report.kept_edits[service.id] = kept
     return report
+
+
+# --- Operators' edits (the dashboard) -------------------------------------------
+
+
+def _changes_apply(model, pk, changes: dict) -> tuple[object, list[str]]:
+    """Apply `changes` to the row as it is now (locked), saving only what differs; (row, changed names).
+
+    Compared with the stored row, not the caller's instance: a bound ModelForm
+    has already written its values onto the instance it was given.
+    """
+    with transaction.atomic():
+        row = model.objects.select_for_update().get(pk=pk)
+        changed = [name for name, value in changes.items() if getattr(row, name) != value]
+        for name in changed:
+            setattr(row, name, changes[name])
+        if changed:
+            row.full_clean()
+            row.save(update_fields=[*changed, "updated_at"])
+    return row, changed
+
+
+def service_update(*, service: Service, **changes) -> list[str]:
+    """Apply an operator's edits to a service; returns the names of the fields that changed.
+
+    Saved through Model.save(), which stamps updated_at: every process's search
+    index and tool list pick the edit up at their next request. A later catalog
+    import keeps these edits (it only overwrites fields still at their imported value).
+    """
+    return _changes_apply(Service, service.pk, changes)[1]
+
+
+def pricing_policy_create(*, id: str, amount_cents: int, **fields) -> PricingPolicy:
+    """A new pricing policy; services are moved to it one by one from their own pages."""
+    policy = PricingPolicy(id=id, amount_cents=amount_cents, **fields)
+    policy.full_clean()
+    policy.save()
+    return policy
+
+
+def pricing_policy_update(*, policy: PricingPolicy, **changes) -> list[str]:
+    """Edit a policy; returns the names of the fields that changed.
+
+    Existing payments keep the price and rules they copied when they were made;
+    only payments created after this change see it.
+    """
+    return _changes_apply(PricingPolicy, policy.pk, changes)[1]

@@ -141,6 +141,8 @@ class ServiceStatsHour(models.Model):
     # At or under the service's SLA maxLatency when it was recorded.
     within_sla = models.BooleanField()
     count = models.BigIntegerField(default=0)
+    # What the calls counted here charged their callers, in cents: revenue without reading every call.
+    amount_cents = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

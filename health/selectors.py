@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from catalog.models import Service
 from health import latency
-from health.models import HealthStatus, ServiceHealth, ServiceStatsHour
+from health.models import HealthCheckResult, HealthRun, HealthStatus, ServiceHealth, ServiceStatsHour
 from health.quality_score import QualityInputs, QualityScore, quality_score
 
 WINDOW_HOURS = 24
@@ -145,3 +145,139 @@ def health_statuses(service_ids) -> dict[str, str]:
     found = dict(ServiceHealth.objects.filter(service_id__in=list(service_ids)).values_list("service_id", "status"))
     return {service_id: found.get(service_id, HealthStatus.UNKNOWN.value) for service_id in service_ids}
 
+
+
+# --- Dashboard reads ----------------------------------------------------------
+# Like the quality blocks, these read the hourly rows and one row per service,
+# never the raw results or call records, so their cost does not grow with history.
+
+FAILING = (HealthStatus.UNHEALTHY, HealthStatus.UNCONFIGURED, HealthStatus.DEGRADED)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Paid calls, their outcome and what they charged, over one period."""
+
+    calls: int = 0
+    successes: int = 0
+    errors: int = 0
+    challenges: int = 0
+    revenue_cents: int = 0
+
+
+def traffic_totals(*, now: datetime | None = None) -> dict[str, Traffic]:
+    """Calls, successes, errors, 402 challenges and revenue over the last 24 hours and 7 days (one query).
+
+    Revenue is what paid calls charged (a 10-call token's price spread over its
+    calls), so it counts money earned by results, not money merely received.
+    """
+    now = now or timezone.now()
+    # Whole hours, as the rows are kept: the current one and the 23 (or 167) before it.
+    day = window_start(now)
+    week = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=7 * 24 - 1)
+    in_day = Q(hour__gte=day)
+    rows = (ServiceStatsHour.objects
+            .filter(hour__gte=week, source__in=[ServiceStatsHour.Source.CALL, ServiceStatsHour.Source.CHALLENGE])
+            .values_list("source", "outcome")
+            .annotate(week_n=Sum("count"), week_cents=Sum("amount_cents"),
+                      day_n=Sum("count", filter=in_day), day_cents=Sum("amount_cents", filter=in_day)))
+    totals = {period: dict.fromkeys(Traffic.__dataclass_fields__, 0) for period in ("24h", "7d")}
+    for source, outcome, week_n, week_cents, day_n, day_cents in rows:
+        for period, count, cents in (("7d", week_n, week_cents), ("24h", day_n or 0, day_cents or 0)):
+            entry = totals[period]
+            if source == ServiceStatsHour.Source.CHALLENGE:
+                entry["challenges"] += count
+                continue
+            entry["calls"] += count
+            entry["revenue_cents"] += cents
+            if outcome == "succeeded":
+                entry["successes"] += count
+            elif outcome not in CALLER_OUTCOMES:
+                entry["errors"] += count
+    return {period: Traffic(**values) for period, values in totals.items()}
+
+
+def latency_percentiles(*, now: datetime | None = None) -> dict[str, dict[str, int | None]]:
+    """p50 and p95 over 24 hours of every service: successful calls, and answered health checks."""
+    now = now or timezone.now()
+    rows = (ServiceStatsHour.objects
+            .filter(Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
+                    | Q(source=ServiceStatsHour.Source.CHECK, outcome__in=ANSWERED),
+                    hour__gte=window_start(now))
+            .exclude(bucket=latency.NO_LATENCY)
+            .values_list("source", "bucket").annotate(n=Sum("count")))
+    histograms: dict[str, dict[int, int]] = {ServiceStatsHour.Source.CALL: {}, ServiceStatsHour.Source.CHECK: {}}
+    for source, index, count in rows:
+        histograms[source][index] = count
+    return {source: {"p50": latency.percentile(histogram, 0.5), "p95": latency.percentile(histogram, 0.95)}
+            for source, histogram in histograms.items()}
+
+
+def latency_by_hour(service_ids: list[str], *, now: datetime | None = None) -> dict[str, list[int | None]]:
+    """Each service's median latency per hour over the window, oldest first (None: no sample that hour).
+
+    Successful calls when the hour had any, else answered checks, as latencyMs does.
+    """
+    now = now or timezone.now()
+    start = window_start(now)
+    rows = (ServiceStatsHour.objects
+            .filter(Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
+                    | Q(source=ServiceStatsHour.Source.CHECK, outcome__in=ANSWERED),
+                    service_id__in=service_ids, hour__gte=start)
+            .exclude(bucket=latency.NO_LATENCY)
+            .values_list("service_id", "hour", "source", "bucket").annotate(n=Sum("count")))
+    hours: dict[tuple[str, int], dict[str, dict[int, int]]] = {}
+    for service_id, hour, source, index, count in rows:
+        slot = int((hour - start).total_seconds() // 3600)
+        if 0 <= slot < WINDOW_HOURS:
+            hours.setdefault((service_id, slot), {}).setdefault(source, {})[index] = count
+    series = {service_id: [None] * WINDOW_HOURS for service_id in service_ids}
+    for (service_id, slot), by_source in hours.items():
+        histogram = by_source.get(ServiceStatsHour.Source.CALL) or by_source.get(ServiceStatsHour.Source.CHECK)
+        series[service_id][slot] = latency.percentile(histogram, 0.5)
+    return series
+
+
+def health_status_counts(*, services) -> dict[str, int]:
+    """How many of these services are in each health status (never checked: unknown), every status listed."""
+    counts = dict.fromkeys(HealthStatus.values, 0)
+    for status in services.values_list("health__status", flat=True):
+        counts[status or HealthStatus.UNKNOWN] += 1
+    return counts
+
+
+def failing_services(*, services, limit: int = 10) -> list[ServiceHealth]:
+    """The services whose latest check failed, worst first (unhealthy, unconfigured, then degraded)."""
+    rank = {status: index for index, status in enumerate(FAILING)}
+    rows = list(ServiceHealth.objects.filter(service__in=services, status__in=FAILING).select_related("service"))
+    rows.sort(key=lambda row: (rank[row.status], row.service_id))
+    return rows[:limit]
+
+
+def service_health_history(service: Service, *, limit: int = 60) -> list[HealthCheckResult]:
+    """The service's latest check results, oldest first (for its chart), through the (service, -checked_at) index."""
+    return list(reversed(HealthCheckResult.objects.filter(service=service).order_by("-checked_at")[:limit]))
+
+
+def health_run_latest() -> HealthRun | None:
+    return HealthRun.objects.select_related("started_by").order_by("-created_at", "-pk").first()
+
+
+def health_runs_recent(*, limit: int = 50) -> list[HealthRun]:
+    return list(HealthRun.objects.select_related("started_by").order_by("-created_at", "-pk")[:limit])
+
+
+def health_run_results(run: HealthRun) -> tuple[dict[str, int], list[HealthCheckResult]]:
+    """A run's results, failures first, and how many of each status."""
+    results = list(HealthCheckResult.objects.filter(run=run).select_related("service"))
+    rank = {status: index for index, status in enumerate((*FAILING, HealthStatus.UNKNOWN, HealthStatus.HEALTHY))}
+    results.sort(key=lambda result: (rank.get(result.status, 99), result.service_id))
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts, results
+
+
+def service_health_panel(service: Service) -> dict:
+    """What the service page's health panel shows: its quality block and its check history."""
+    return {"quality": quality_blocks([service])[service.id], "history": service_health_history(service)}

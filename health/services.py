@@ -39,20 +39,21 @@ def _hour(moment: datetime) -> datetime:
 def _stats_upsert_sql() -> str:
     table = ServiceStatsHour._meta.db_table
     # The same statement in PostgreSQL and SQLite (3.24+).
-    return (f"INSERT INTO {table} (service_id, hour, source, outcome, bucket, within_sla, count) "
-            f"VALUES (%s, %s, %s, %s, %s, %s, 1) "
+    return (f"INSERT INTO {table} (service_id, hour, source, outcome, bucket, within_sla, count, amount_cents) "
+            f"VALUES (%s, %s, %s, %s, %s, %s, 1, %s) "
             f"ON CONFLICT (service_id, hour, source, outcome, bucket, within_sla) "
-            f"DO UPDATE SET count = {table}.count + 1")
+            f"DO UPDATE SET count = {table}.count + 1, amount_cents = {table}.amount_cents + excluded.amount_cents")
 
 
-def _stats_row(service: Service, source: str, outcome: str, latency_ms: int | None, at: datetime) -> list:
+def _stats_row(service: Service, source: str, outcome: str, latency_ms: int | None, at: datetime,
+               amount_cents: int = 0) -> list:
     within_sla = latency_ms is not None and latency_ms <= service.sla_max_latency_ms
     return [service.pk, connection.ops.adapt_datetimefield_value(_hour(at)), source, outcome,
-            latency.bucket(latency_ms), within_sla]
+            latency.bucket(latency_ms), within_sla, amount_cents]
 
 
 def service_stats_record(*, service: Service, source: str, outcome: str, latency_ms: int | None,
-                         at: datetime | None = None) -> None:
+                         at: datetime | None = None, amount_cents: int = 0) -> None:
     """Count one sample (a check, a finished call, a 402) in its service's hour.
 
     One upsert: concurrent writers add to the same row instead of racing a
@@ -60,7 +61,8 @@ def service_stats_record(*, service: Service, source: str, outcome: str, latency
     outside their transactions, after the fact.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_stats_upsert_sql(), _stats_row(service, source, outcome, latency_ms, at or timezone.now()))
+        cursor.execute(_stats_upsert_sql(),
+                       _stats_row(service, source, outcome, latency_ms, at or timezone.now(), amount_cents))
 
 
 def _best_effort(record, **sample) -> None:
@@ -75,7 +77,7 @@ def _best_effort(record, **sample) -> None:
 def tool_call_stats_record(*, call) -> None:
     """A finished paid call, as the quality block counts it (best effort, see _best_effort)."""
     _best_effort(service_stats_record, service=call.service, source=ServiceStatsHour.Source.CALL,
-                 outcome=call.outcome, latency_ms=call.latency_ms)
+                 outcome=call.outcome, latency_ms=call.latency_ms, amount_cents=call.amount_cents)
 
 
 def challenge_stats_record(*, service: Service) -> None:
@@ -356,3 +358,15 @@ def health_history_purge(*, older_than: timedelta) -> dict[str, int]:
             created_at__lt=cutoff, status__in=[HealthRun.Status.SUCCEEDED, HealthRun.Status.FAILED])),
         "hours": _delete_in_batches(ServiceStatsHour.objects.filter(hour__lt=_hour(cutoff))),
     }
+
+
+def service_check_now(*, service: Service, started_by=None) -> HealthCheckResult | None:
+    """Check one service at once, in the caller's thread, as a one-service dashboard run.
+
+    Bounded by one attempt's timeouts (the run's own bound); the result is stored
+    like any run's, so the service's health, score and history move with it.
+    """
+    run = health_run_start(trigger=HealthRun.Trigger.DASHBOARD, service_ids=[service.id], concurrency=1,
+                           started_by=started_by, enqueue=False)
+    health_run_execute(run_id=run.pk)
+    return HealthCheckResult.objects.filter(run=run).first()

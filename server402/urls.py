@@ -1,12 +1,23 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from catalog.emulator import aliyun_emulator
+
+dashboard = [
+    path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),
+         name="dashboard-login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="dashboard-logout"),
+    path("", include("health.dashboard_urls")),
+    path("", include("catalog.dashboard_urls")),
+    path("", include("payments.dashboard_urls")),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("catalog.api.urls")),
     path("sandbox/aliyun/<slug:product>/", aliyun_emulator),
     path("api/", include("payments.api.urls")),
+    path("dashboard/", include(dashboard)),
     path("", include("catalog.urls")),
 ]
