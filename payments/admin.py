@@ -1,19 +1,48 @@
 from django.contrib import admin
 
-from payments.models import ApiKey, Payment, ToolCall, X402Authorization
+from payments.models import ApiKey, ApiKeyEvent, Payment, ToolCall, X402Authorization
+
+
+class _ReadOnly:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ApiKeyEventInline(_ReadOnly, admin.TabularInline):
+    model = ApiKeyEvent
+    fields = ["at", "actor_name", "action", "changes"]
+    readonly_fields = fields
+    ordering = ["-at", "-id"]
+    extra = 0
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_ReadOnly, admin.ModelAdmin):
+    """Read-only: keys change in the dashboard (or `manage.py create_api_key`), through the services
+    that write each change to the key's audit log; an admin form would bypass it."""
+
     list_display = ["prefix", "label", "balance_cents", "rate_limit_per_minute", "daily_quota", "created_at",
                     "last_used_at", "revoked_at"]
     search_fields = ["prefix", "label"]
-    # The secret exists only as a hash; keys are created with `manage.py create_api_key` (shown once).
+    # The secret exists only as a hash.
     readonly_fields = ["prefix", "secret_hash", "created_by", "created_at", "last_used_at"]
-    filter_horizontal = ["allowed_services"]
+    inlines = [ApiKeyEventInline]
 
-    def has_add_permission(self, request):
-        return False
+
+@admin.register(ApiKeyEvent)
+class ApiKeyEventAdmin(_ReadOnly, admin.ModelAdmin):
+    """The API keys' audit log, across keys."""
+
+    list_display = ["at", "api_key", "actor_name", "action"]
+    list_filter = ["action"]
+    search_fields = ["api_key__prefix", "api_key__label", "actor_name"]
+    list_select_related = ["api_key"]
 
 
 @admin.register(Payment)

@@ -21,9 +21,9 @@ _TOKEN_SALT = "server402.payments.token"
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
-def api_key_generate() -> tuple[str, str, str]:
-    """(full key, prefix, hash of the full key)."""
-    prefix = secrets.token_hex(6)
+def api_key_generate(prefix: str | None = None) -> tuple[str, str, str]:
+    """(full key, prefix, hash of the full key); a given prefix is kept (rotating a key's secret)."""
+    prefix = prefix or secrets.token_hex(6)
     key = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     return key, prefix, api_key_hash(key)
 

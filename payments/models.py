@@ -1,11 +1,18 @@
 """API keys, payments (the legacy token flow) and the record of every paid call."""
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
 from catalog.models import PricingPolicy, Service
+
+
+def cents_as_dollars(cents: int) -> str:
+    """"12.30" for 1230: what the dashboard shows for an amount of cents."""
+    return f"{Decimal(cents) / 100:.2f}"
 
 
 class ApiKey(models.Model):
@@ -42,6 +49,75 @@ class ApiKey(models.Model):
     def is_active(self) -> bool:
         return self.revoked_at is None
 
+    @property
+    def balance_dollars(self) -> str:
+        return cents_as_dollars(self.balance_cents)
+
+
+class ApiKeyEvent(models.Model):
+    """One change to an API key: who, when, what. The key's audit log.
+
+    Written by the api_key_* services in payments.services inside the
+    transaction that makes the change, so no path (dashboard, command, shell)
+    changes a key without its entry. `changes` never holds the secret or its
+    hash: {field: [old, new]} for updates, the amount for top-ups, the first
+    settings for a creation.
+    """
+
+    class Action(models.TextChoices):
+        CREATED = "created", "created"
+        UPDATED = "updated", "updated"
+        TOPPED_UP = "topped_up", "topped up"
+        REVOKED = "revoked", "revoked"
+        ROTATED = "rotated", "secret rotated"
+
+    # PROTECT: an audit log outlives nothing it describes; keys are revoked, not deleted.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="events", db_index=False)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+", help_text="Empty: a management command or a script.")
+    # Kept beside the foreign key so the log still says who after the user is deleted.
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    changes = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["api_key", "at"])]
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.api_key_id} {self.action} {self.at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def change_lines(self) -> list[str]:
+        """What the entry records, one line per field, for people."""
+        if self.action == self.Action.ROTATED:
+            return ["new secret issued; the previous one no longer authenticates"]
+        lines = []
+        for name, value in self.changes.items():
+            before_after = self.action in (self.Action.UPDATED, self.Action.REVOKED) or name == "balance_cents" \
+                and self.action == self.Action.TOPPED_UP
+            if before_after:
+                shown = f"{_audit_value(name, value[0])} → {_audit_value(name, value[1])}"
+            else:
+                shown = _audit_value(name, value)
+            lines.append(f"{_AUDIT_FIELDS.get(name, name.replace('_', ' '))}: {shown}")
+        return lines
+
+
+_AUDIT_FIELDS = {"allowed_services": "allow-list", "rate_limit_per_minute": "rate limit per minute",
+                 "daily_quota": "daily quota", "balance_cents": "balance", "amount_cents": "amount"}
+
+
+def _audit_value(name: str, value) -> str:
+    if value is None:
+        return "none"
+    if name.endswith("_cents"):
+        return f"{cents_as_dollars(value)} USD"
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value)
+
 
 class Payment(models.Model):
     """A purchase of `max_calls` calls of one service, paid once, spent through its token.
@@ -59,8 +135,15 @@ class Payment(models.Model):
         BALANCE = "balance", "API key balance"
         X402 = "x402", "x402"
 
+    class Flow(models.TextChoices):
+        # Created by POST /api/payments; its calls are spent with X-Payment-Token.
+        TOKEN = "token", "payment token"
+        # Created by a tool call that carried PAYMENT-SIGNATURE: one call, paid as it is made.
+        X402_CALL = "x402_call", "x402 per call"
+
     id = models.CharField(primary_key=True, max_length=40)
-    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="payments")
+    # The (service, created_at) index below serves the foreign key's lookups too.
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="payments", db_index=False)
     policy = models.ForeignKey(PricingPolicy, null=True, on_delete=models.SET_NULL, related_name="payments")
     amount_cents = models.PositiveIntegerField()
     currency = models.CharField(max_length=3)
@@ -72,9 +155,12 @@ class Payment(models.Model):
     provider_id = models.CharField(max_length=64)
     provider = models.CharField(max_length=64)
     pay_to = models.CharField(max_length=64)
-    client = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="payments")
+    # The (client, created_at) index below serves the foreign key's lookups too.
+    client = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="payments",
+                               db_index=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     method = models.CharField(max_length=10, choices=Method.choices, default=Method.NONE, blank=True)
+    flow = models.CharField(max_length=10, choices=Flow.choices, default=Flow.TOKEN)
     used_calls = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     paid_at = models.DateTimeField(null=True, blank=True)
@@ -85,11 +171,31 @@ class Payment(models.Model):
             # The last line of defence for "N calls serve at most N results".
             models.CheckConstraint(condition=Q(used_calls__lte=F("max_calls")), name="payment_calls_within_max"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"]), models.Index(fields=["client", "created_at"])]
+        # The dashboard's ledger pages through (created_at, id) newest first, under any one filter.
+        indexes = [
+            models.Index(fields=["created_at", "id"]),
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["client", "created_at"]),
+            models.Index(fields=["service", "created_at"]),
+            models.Index(fields=["method", "created_at"]),
+            models.Index(fields=["flow", "created_at"]),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self):
         return self.id
+
+    @property
+    def amount_dollars(self) -> str:
+        return cents_as_dollars(self.amount_cents)
+
+    @property
+    def method_summary(self) -> str:
+        """How the payment is paid and spent, in the ledger's words."""
+        if self.flow == self.Flow.X402_CALL:
+            return "x402 (per call)"
+        paid = {self.Method.BALANCE: "paid from balance", self.Method.X402: "paid with x402"}
+        return f"token, {paid.get(self.method, 'unpaid')}"
 
     @property
     def remaining_calls(self) -> int:
@@ -152,6 +258,10 @@ class ToolCall(models.Model):
 
     def __str__(self):
         return f"{self.service_id} {self.outcome} {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def amount_dollars(self) -> str:
+        return cents_as_dollars(self.amount_cents)
 
 
 class X402Authorization(models.Model):

@@ -17,7 +17,7 @@ from x402.schemas import PaymentRequirements, SettleResponse
 from catalog.models import Service
 from payments import credentials
 from payments.challenge import call_price_cents
-from payments.models import ApiKey, Payment, ToolCall, X402Authorization
+from payments.models import ApiKey, ApiKeyEvent, Payment, ToolCall, X402Authorization
 from payments.payment_signatures import Authorization
 
 
@@ -50,38 +50,135 @@ class NewApiKey:
     secret: str  # shown once, never stored
 
 
+class ApiKeyRevoked(Exception):
+    """A write a revoked key cannot take (a top-up, a rotation): revoking is final."""
+
+
+# How the audit log writes an allow-list that lets the key call every service.
+EVERY_SERVICE = "every service"
+
+
+def _allow_list(services) -> list[str] | str:
+    ids = sorted({service.pk for service in services})
+    return ids or EVERY_SERVICE
+
+
+def _allow_list_of(api_key: ApiKey) -> list[str] | str:
+    if api_key.allow_all_services:
+        return EVERY_SERVICE
+    return sorted(api_key.allowed_services.values_list("pk", flat=True)) or EVERY_SERVICE
+
+
+def _limits_check(rate_limit_per_minute: int | None, daily_quota: int | None) -> None:
+    for name, value in (("rate_limit_per_minute", rate_limit_per_minute), ("daily_quota", daily_quota)):
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must not be negative")
+
+
+def _audit(api_key: ApiKey, actor, action: str, changes: dict) -> ApiKeyEvent:
+    return ApiKeyEvent.objects.create(api_key=api_key, actor=actor, actor_name=actor.get_username() if actor else "",
+                                      action=action, changes=changes)
+
+
 def api_key_create(*, label: str, allowed_services: list[Service] | None = None,
                    rate_limit_per_minute: int | None = None, daily_quota: int | None = None,
-                   balance_cents: int = 0, created_by=None) -> NewApiKey:
-    """A new key; its secret is returned here and nowhere else. No allow-list: every service."""
+                   balance_cents: int = 0, actor=None) -> NewApiKey:
+    """A new key; its secret is returned here and nowhere else. No allow-list: every service.
+
+    `actor` is the operator who creates it (None: a management command);
+    the key's audit log starts with its first settings.
+    """
     if balance_cents < 0:
         raise ValueError("balance_cents must not be negative")
+    _limits_check(rate_limit_per_minute, daily_quota)
     secret, prefix, secret_hash = credentials.api_key_generate()
     with transaction.atomic():
         api_key = ApiKey.objects.create(
             prefix=prefix, secret_hash=secret_hash, label=label, allow_all_services=not allowed_services,
             rate_limit_per_minute=rate_limit_per_minute, daily_quota=daily_quota, balance_cents=balance_cents,
-            created_by=created_by,
+            created_by=actor,
         )
         if allowed_services:
             api_key.allowed_services.set(allowed_services)
+        _audit(api_key, actor, ApiKeyEvent.Action.CREATED, {
+            "label": label, "allowed_services": _allow_list(allowed_services or []),
+            "rate_limit_per_minute": rate_limit_per_minute, "daily_quota": daily_quota,
+            "balance_cents": balance_cents,
+        })
     return NewApiKey(api_key, secret)
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
-    """Revoke now; later requests with the key get 401. Revoking twice keeps the first time."""
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+def api_key_update(*, api_key: ApiKey, actor, label: str, allowed_services: list[Service],
+                   rate_limit_per_minute: int | None, daily_quota: int | None) -> ApiKey:
+    """Change a key's label, allow-list (empty: every service), rate limit and daily quota (None: none).
+
+    Only real changes are written, each as {field: [old, new]} in one audit
+    entry; when nothing differs nothing is written. Returns the key as stored.
+    """
+    _limits_check(rate_limit_per_minute, daily_quota)
+    with transaction.atomic():
+        # Locked, so two operators saving at once each log the change they really made.
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        before = {"label": locked.label, "allowed_services": _allow_list_of(locked),
+                  "rate_limit_per_minute": locked.rate_limit_per_minute, "daily_quota": locked.daily_quota}
+        after = {"label": label, "allowed_services": _allow_list(allowed_services),
+                 "rate_limit_per_minute": rate_limit_per_minute, "daily_quota": daily_quota}
+        changes = {field: [before[field], after[field]] for field in before if before[field] != after[field]}
+        if not changes:
+            return locked
+        locked.label = label
+        locked.rate_limit_per_minute = rate_limit_per_minute
+        locked.daily_quota = daily_quota
+        locked.allow_all_services = not allowed_services
+        locked.save(update_fields=["label", "rate_limit_per_minute", "daily_quota", "allow_all_services"])
+        if "allowed_services" in changes:
+            locked.allowed_services.set(allowed_services)
+        _audit(locked, actor, ApiKeyEvent.Action.UPDATED, changes)
+    return locked
+
+
+def api_key_revoke(*, api_key: ApiKey, actor=None) -> ApiKey:
+    """Revoke now; later requests with the key get 401. Revoking twice keeps the first time (and one entry)."""
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if revoked:
+            _audit(api_key, actor, ApiKeyEvent.Action.REVOKED, {"status": ["active", "revoked"]})
     api_key.refresh_from_db(fields=["revoked_at"])
     return api_key
 
 
-def api_key_top_up(*, api_key: ApiKey, amount_cents: int) -> ApiKey:
-    """Add prepaid balance (cents)."""
+def api_key_top_up(*, api_key: ApiKey, amount_cents: int, actor=None) -> ApiKey:
+    """Add prepaid balance (cents) to an active key; ApiKeyRevoked for a revoked one."""
     if amount_cents <= 0:
         raise ValueError("amount_cents must be positive")
-    ApiKey.objects.filter(pk=api_key.pk).update(balance_cents=F("balance_cents") + amount_cents)
+    with transaction.atomic():
+        # Locked, so the balance the audit entry reports before and after is exact under concurrent spending.
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if locked.revoked_at is not None:
+            raise ApiKeyRevoked("a revoked key cannot be topped up")
+        ApiKey.objects.filter(pk=locked.pk).update(balance_cents=F("balance_cents") + amount_cents)
+        _audit(locked, actor, ApiKeyEvent.Action.TOPPED_UP, {
+            "amount_cents": amount_cents, "balance_cents": [locked.balance_cents, locked.balance_cents + amount_cents],
+        })
     api_key.refresh_from_db(fields=["balance_cents"])
     return api_key
+
+
+def api_key_rotate(*, api_key: ApiKey, actor=None) -> NewApiKey:
+    """A new secret for an active key; the old one stops authenticating as this returns.
+
+    The prefix stays, so the key's client id (key_<prefix>), its payments,
+    calls, rate-limit windows and quota are unchanged: only the credential is
+    replaced. ApiKeyRevoked for a revoked key.
+    """
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+        if locked.revoked_at is not None:
+            raise ApiKeyRevoked("a revoked key cannot be rotated")
+        secret, _, locked.secret_hash = credentials.api_key_generate(prefix=locked.prefix)
+        locked.save(update_fields=["secret_hash"])
+        _audit(locked, actor, ApiKeyEvent.Action.ROTATED, {})
+    return NewApiKey(locked, secret)
 
 
 def api_key_touch(*, api_key: ApiKey) -> None:
@@ -110,6 +207,7 @@ def payment_create(*, service: Service, client: ApiKey | None = None, provider_i
         provider=service.payment_provider,
         pay_to=settings.X402_PAY_TO,
         client=client,
+        flow=Payment.Flow.TOKEN,
         expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_TTL_SECONDS),
     )
 
@@ -195,7 +293,8 @@ def x402_call_reserve(*, service: Service, api_key: ApiKey | None, authorization
         currency=policy.currency, billing_mode=policy.billing_mode, max_calls=1, settle_mode=policy.settle_mode,
         allow_reuse=False, bind_client=policy.bind_client, provider_id=service.payment_provider_id,
         provider=service.payment_provider, pay_to=requirements.pay_to,
-        client=api_key if policy.bind_client else None, method=Payment.Method.X402, used_calls=1,
+        client=api_key if policy.bind_client else None, method=Payment.Method.X402, flow=Payment.Flow.X402_CALL,
+        used_calls=1,
         expires_at=timezone.now() + timedelta(seconds=settings.PAYMENT_TTL_SECONDS),
     )
     ledger = _ledger_insert(payment=payment, authorization=authorization, requirements=requirements,
