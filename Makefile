@@ -34,7 +34,9 @@ run: install .env
 	@echo "Serving $(PUBLIC_BASE_URL) (sandbox unless SERVER402_MODE=live); Ctrl-C stops everything."
 	@exec $(VENV)/bin/honcho -f Procfile start -p $(PORT)
 
+# bin/ensure-chromium installs Debian's chromium for the browser tests when it can (root with apt-get); it never fails.
 test: install
+	@bin/ensure-chromium
 	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest $(PYTEST_ARGS)
 
 # bench/requirements.txt: the x402 SDK's example servers the x402 throughput bench compares against.
