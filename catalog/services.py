@@ -208,7 +208,8 @@ def pricing_policy_create(*, id: str, amount_cents: int, **fields) -> PricingPol
     """A new pricing policy; services are moved to it one by one from their own pages."""
     policy = PricingPolicy(id=id, amount_cents=amount_cents, **fields)
     policy.full_clean()
-    policy.save()
+    # An INSERT, never an UPDATE: two operators choosing the same id at once must not overwrite each other.
+    policy.save(force_insert=True)
     return policy
 
 

@@ -2,6 +2,7 @@ import json
 import re
 
 from django.contrib import messages
+from django.db import IntegrityError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -15,7 +16,7 @@ from catalog.models import SERVICE_REFERENCE_PATTERN, PricingPolicy, Service
 from catalog.selectors import catalog_documents, catalog_listing, service_resolve
 from catalog.services import pricing_policy_create, pricing_policy_update, service_update
 from health.selectors import latency_by_hour, quality_blocks, service_health_panel
-from server402.operators import dashboard_view
+from server402.operators import dashboard_view, page_or_partial
 
 
 def _pretty(value) -> str:
@@ -65,10 +66,6 @@ def llms_txt(request):
 # --- Dashboard ---------------------------------------------------------------------
 
 
-def _page_or_partial(request, template: str, partial: str) -> str:
-    return f"{template}#{partial}" if request.htmx else template
-
-
 @dashboard_view
 @require_http_methods(["GET", "HEAD"])
 def dashboard_services(request):
@@ -81,7 +78,7 @@ def dashboard_services(request):
     sparklines = latency_by_hour(ids)
     rows = [{"service": service, "quality": qualities[service.id], "sparkline": sparklines[service.id]}
             for service in services]
-    return render(request, _page_or_partial(request, "dashboard/services.html", "results"),
+    return render(request, page_or_partial(request, "dashboard/services.html", "results"),
                   {"form": form, "rows": rows}, status=200 if form.is_valid() else 400)
 
 
@@ -119,9 +116,13 @@ def pricing_policy_new(request):
     form = PricingPolicyForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         fields = {name: form.cleaned_data[name] for name in form.Meta.fields}
-        policy = pricing_policy_create(amount_cents=form.amount_cents, **fields)
-        messages.success(request, f"Created pricing policy {policy.id}.")
-        return redirect("dashboard-pricing-policy", policy_id=policy.id)
+        try:
+            policy = pricing_policy_create(amount_cents=form.amount_cents, **fields)
+        except IntegrityError:
+            form.add_error("id", "A pricing policy with this id was just created.")
+        else:
+            messages.success(request, f"Created pricing policy {policy.id}.")
+            return redirect("dashboard-pricing-policy", policy_id=policy.id)
     return render(request, "dashboard/pricing_policy.html", {"form": form, "policy": None},
                   status=400 if form.errors else 200)
 

@@ -1,6 +1,7 @@
 """Dashboard pages of the health app: the overview, health runs, "check now"."""
 
 from django.contrib import messages
+from kombu.exceptions import OperationalError as KombuOperationalError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -9,19 +10,14 @@ from health import selectors
 from health.forms import HealthRunForm
 from health.models import HealthRun, HealthStatus
 from health.services import HealthRunRefused, health_run_start, service_check_now
-from server402.operators import dashboard_view
-
-
-def _partial(request, template: str, partial: str) -> str:
-    """The whole page, or only `partial` of it when htmx asks."""
-    return f"{template}#{partial}" if request.htmx else template
+from server402.operators import dashboard_view, page_or_partial
 
 
 @dashboard_view
 @require_http_methods(["GET", "HEAD"])
 def overview(request):
     published = Service.objects.filter(state=Service.State.PUBLISHED)
-    if request.htmx and request.GET.get("part") == "run":
+    if request.htmx and request.GET.get("part") == "run" and not request.htmx.history_restore_request:
         return render(request, "dashboard/overview.html#latest-run", {"run": selectors.health_run_latest()})
     context = {
         "traffic": selectors.traffic_totals(),
@@ -47,6 +43,9 @@ def health_runs(request):
             )
         except HealthRunRefused as refusal:
             form.add_error(None, str(refusal))
+        except (OSError, KombuOperationalError) as error:
+            # The broker is unreachable: the run is already marked failed, the operator is told why.
+            form.add_error(None, f"The run could not be queued ({error}); is the Celery worker's broker running?")
         else:
             return redirect("dashboard-health-run", run_id=run.pk)
     status = 400 if form.errors else 200
@@ -59,7 +58,7 @@ def health_runs(request):
 def health_run(request, run_id):
     run = get_object_or_404(HealthRun.objects.select_related("started_by"), pk=run_id)
     counts, results = selectors.health_run_results(run)
-    return render(request, _partial(request, "dashboard/health_run.html", "progress"),
+    return render(request, page_or_partial(request, "dashboard/health_run.html", "progress"),
                   {"run": run, "counts": counts, "results": results})
 
 

@@ -3,10 +3,12 @@
 Forms only parse and check what an operator typed; the services write.
 """
 
+from datetime import date
 from decimal import Decimal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 
 from catalog.models import Service
 from payments.selectors import PAYMENT_METHODS, PAYMENT_STATES, Cursor, api_key_ids_for_client
@@ -102,6 +104,9 @@ class ConfirmForm(forms.Form):
     """A write with nothing to fill in (revoke, rotate): it carries the refusal, if any, like any form."""
 
 
+LAST_FILTER_DATE = date(9999, 12, 30)
+
+
 class PaymentFilterForm(forms.Form):
     """The ledger's filters, read from the query string; every field is optional."""
 
@@ -110,8 +115,11 @@ class PaymentFilterForm(forms.Form):
     method = forms.ChoiceField(required=False, choices=[("", "any"), *((m, m) for m in PAYMENT_METHODS)])
     client = forms.CharField(required=False, max_length=200, strip=True,
                              widget=forms.TextInput(attrs={"placeholder": "key_... or label"}))
-    created_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    created_to = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    # Bounded away from date.max: the ledger filters on the day after `created_to`.
+    created_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                                   validators=[MaxValueValidator(LAST_FILTER_DATE)])
+    created_to = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}),
+                                 validators=[MaxValueValidator(LAST_FILTER_DATE)])
     before = forms.CharField(required=False, max_length=120, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):

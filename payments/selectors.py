@@ -115,11 +115,10 @@ class Cursor:
         try:
             created_at = datetime.fromisoformat(moment)
             pk = pk_type(pk)
-        except ValueError:
+            # An offset can push a date past datetime's range (0001-01-01T00:00+05:00).
+            return cls(created_at.astimezone(UTC), pk) if created_at.tzinfo is not None else None
+        except (ValueError, OverflowError):
             return None
-        if created_at.tzinfo is None:
-            return None
-        return cls(created_at.astimezone(UTC), pk)
 
 
 @dataclass

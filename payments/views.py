@@ -23,7 +23,7 @@ from payments.forms import (
     PaymentFilterForm,
     TopUpForm,
 )
-from server402.operators import dashboard_view
+from server402.operators import dashboard_view, page_or_partial
 
 KEYS_TEMPLATE = "dashboard/api_keys.html"
 KEY_TEMPLATE = "dashboard/api_key.html"
@@ -32,8 +32,7 @@ KEY_TEMPLATE = "dashboard/api_key.html"
 def _render(request, template: str, partial: str, context: dict, *, refused: bool = False,
             secret: bool = False):
     """The page, or its partial for htmx; 400 for a refused form, no-store for a page showing a secret."""
-    if request.htmx:
-        template = f"{template}#{partial}"
+    template = page_or_partial(request, template, partial)
     # base.html tells htmx to swap 4xx answers too, so a refusal keeps its status either way.
     response = render(request, template, context, status=400 if refused else 200)
     if secret:

@@ -15,17 +15,29 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import resolve_url
+from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def _back_to(request) -> str:
-    # htmx sends the page the user is on; the fragment's own URL is not a page to come back to.
-    current = request.htmx.current_url if request.htmx else None
-    if current:
-        parts = urlsplit(current)
-        return parts.path + (f"?{parts.query}" if parts.query else "")
-    return request.get_full_path()
+    """The page to come back to after signing in: never a fragment, never a POST-only URL, never off-site.
+
+    htmx sends the page the user is on; a form's POST came from its Referer; both
+    are headers a client writes, so only a same-host value is taken, as a path.
+    """
+    if request.htmx:
+        candidate = request.htmx.current_url
+    elif request.method not in SAFE_METHODS:
+        candidate = request.headers.get("Referer")
+    else:
+        return request.get_full_path()
+    if candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()}):
+        parts = urlsplit(candidate)
+        if parts.path.startswith("/"):
+            return parts.path + (f"?{parts.query}" if parts.query else "")
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
 
 
 def dashboard_view(view):
@@ -40,9 +52,23 @@ def dashboard_view(view):
                 response = HttpResponse(status=204)
                 response["HX-Redirect"] = redirect_to_login(_back_to(request), login).url
                 return response
-            return redirect_to_login(request.get_full_path())
+            return redirect_to_login(_back_to(request))
         if request.method not in SAFE_METHODS and not user.is_staff:
             raise PermissionDenied("Only staff operators may change the dashboard's data.")
-        return view(request, *args, **kwargs)
+        response = view(request, *args, **kwargs)
+        # The same URL answers a page or one of its partials: caches must keep them apart.
+        patch_vary_headers(response, ["HX-Request"])
+        return response
 
     return wrapped
+
+
+def page_or_partial(request, template: str, partial: str) -> str:
+    """The whole page, or only `partial` of it for htmx; a history restore gets the page.
+
+    htmx asks for the whole page when restoring history it no longer holds (Back
+    after many swaps): answering with a fragment would leave a bare table.
+    """
+    if request.htmx and not request.htmx.history_restore_request:
+        return f"{template}#{partial}"
+    return template

@@ -245,7 +245,6 @@ LOGIN_REDIRECT_URL = "dashboard-overview"
 LOGOUT_REDIRECT_URL = "dashboard-login"
 # Seconds a dashboard sign-in lasts; after it the operator signs in again and comes back to the page.
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=60, maximum=30 * 86_400)
-LOGOUT_REDIRECT_URL = "dashboard-login"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

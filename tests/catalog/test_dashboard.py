@@ -130,7 +130,7 @@ def test_the_service_page_shows_definition_schemas_health_history_and_recent_cal
 def test_an_operator_edits_a_service_and_the_catalog_sees_it(staff, api):
     response = staff.post(SERVICE_URL, edit(name="Famous Faces", keywords="stars, actors", enabled=""))
 
-    assert response.status_code == 302, response.content.decode() and response["Location"] == SERVICE_URL
+    assert (response.status_code, response["Location"]) == (302, SERVICE_URL)
     service = Service.objects.get(id="celebrity-recognition")
     assert (service.name, service.keywords, service.enabled) == ("Famous Faces", ["stars", "actors"], False)
     assert "Saved name, keywords, enabled." in staff.get(SERVICE_URL).content.decode()

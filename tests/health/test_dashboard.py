@@ -202,3 +202,19 @@ def test_check_now_without_javascript_redirects_back_with_the_result(staff, upst
     page = staff.get(response["Location"]).content.decode()
     assert "Checked celebrity-recognition: unhealthy" in page
     assert '<rect' in page.split('id="health-panel"')[1]  # the history chart has the check
+
+
+def test_a_run_the_broker_refuses_is_shown_as_an_error_not_a_500(committed_db, staff, monkeypatch):
+    # committed_db: in autocommit, as in production, the run is queued the moment it is created.
+    from health.tasks import execute_health_run
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(execute_health_run, "apply_async", broker_down)
+
+    response = staff.post("/dashboard/health/runs/", {"concurrency": "2", "services": ["face-detection"]})
+
+    assert response.status_code == 400
+    assert "could not be queued" in response.content.decode()
+    assert HealthRun.objects.get().status == "failed"  # not left queued, where it would hold back the schedule

@@ -113,6 +113,7 @@ def test_the_date_filter_takes_whole_utc_days_both_ends_included(staff):
     ({"client": "x" * 201}, "client", "at most 200 characters"),
     ({"created_from": "2026-13-40"}, "created_from", "Enter a valid date."),
     ({"created_to": "yesterday"}, "created_to", "Enter a valid date."),
+    ({"created_to": "9999-12-31"}, "created_to", "less than or equal to"),
     ({"created_from": "2026-03-02", "created_to": "2026-03-01"}, "created_to", "The end date is before the start"),
 ])
 def test_a_bad_filter_is_shown_on_the_form_not_a_500(staff, filters, field, message):
@@ -128,7 +129,7 @@ def test_a_bad_filter_is_shown_on_the_form_not_a_500(staff, filters, field, mess
 
 
 @pytest.mark.parametrize("before", ["garbage", "2026-01-01T00:00:00+00:00,evil", "2026-01-01T00:00:00,pay_1",
-                                    "2026-99-01T00:00:00+00:00,pay_1", ","])
+                                    "2026-99-01T00:00:00+00:00,pay_1", ",", "0001-01-01T00:00:00+05:00,pay_1"])
 def test_a_bad_page_link_is_shown_not_a_500(staff, before):
     response = staff.get(LEDGER, {"before": before})
 

@@ -137,3 +137,30 @@ def test_pages_fetch_nothing_from_outside_the_server(client, operator):
         assert "://" not in "".join(part.split('"')[0] for part in page.split('src="')[1:]), url
         assert "://" not in "".join(part.split('"')[0] for part in page.split('<link rel="stylesheet" href="')[1:])
     assert client.get("/static/vendor/htmx-2.0.11.min.js").status_code == 200
+
+
+def test_an_off_site_current_url_never_becomes_the_page_to_come_back_to(client):
+    response = client.get("/dashboard/services/", headers={
+        "HX-Request": "true", "HX-Current-URL": "https://evil.example//evil.example/x"})
+
+    assert response["HX-Redirect"] == "/dashboard/login/?next=/dashboard/"
+
+
+def test_a_form_posted_after_the_session_expired_comes_back_to_its_page_not_to_the_post_url(client):
+    response = client.post("/dashboard/pricing/aliyun-viapi/", {"price": "1"},
+                           headers={"Referer": "http://testserver/dashboard/pricing/aliyun-viapi/"})
+
+    assert response["Location"] == "/dashboard/login/?next=/dashboard/pricing/aliyun-viapi/"
+    elsewhere = client.post("/dashboard/health/runs/", {}, headers={"Referer": "https://evil.example/x"})
+    assert elsewhere["Location"] == "/dashboard/login/?next=/dashboard/"
+
+
+def test_a_history_restore_gets_the_whole_page_and_answers_vary_on_htmx(client, operator):
+    client.force_login(operator)
+
+    partial = client.get("/dashboard/services/?q=face", headers={"HX-Request": "true"})
+    restore = client.get("/dashboard/services/?q=face",
+                         headers={"HX-Request": "true", "HX-History-Restore-Request": "true"})
+
+    assert b"<html" not in partial.content and b"<html" in restore.content
+    assert "HX-Request" in partial["Vary"] and "HX-Request" in restore["Vary"]
