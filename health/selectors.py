@@ -4,12 +4,20 @@ The quality block of any number of services costs two queries, whatever the
 history: ServiceHealth (one row per service) and the last 24 hours of
 ServiceStatsHour rows, read through the (service, hour, ...) unique index.
 Raw results and call records are never scanned.
+
+Busy services have many hourly rows (one per outcome and latency bucket), so a
+window's rows grow with traffic. Only the current hour's rows still change:
+the closed hours of a window are summed once per hour and shared by every
+process through the cache (HEALTH_STATS_CACHE_SECONDS; 0 turns it off), and
+each read adds the current hour live. `hourly_statistics_warm` (Celery beat,
+at every hour's start) pays that once so no page does.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q, Sum
 from django.utils import timezone
 
@@ -53,14 +61,52 @@ class WindowStats:
         return self.executions - self.successes - sum(self.calls.get(o, 0) for o in CALLER_OUTCOMES)
 
 
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def window_start(now: datetime) -> datetime:
     """The current hour and the 23 before it."""
-    return now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=WINDOW_HOURS - 1)
+    return hour_of(now) - timedelta(hours=WINDOW_HOURS - 1)
+
+
+# Tests give each test its own namespace, so cached sums never cross from one test's rows to another's.
+CACHE_NAMESPACE = "health:closed-hours"
+
+
+def _closed_hours(name: str, now: datetime, compute):
+    """`compute(current_hour)` over the closed hours before the current one, cached until the hour turns.
+
+    Closed hours no longer change (samples are counted in the hour they happen),
+    so one computation serves every request and process of the hour.
+    """
+    current = hour_of(now)
+    seconds = settings.HEALTH_STATS_CACHE_SECONDS
+    if not seconds:
+        return compute(current)
+    key = f"{CACHE_NAMESPACE}:{name}:{current:%Y%m%d%H}"
+    found = cache.get(key)
+    if found is None:
+        found = compute(current)
+        cache.set(key, found, seconds)
+    return found
+
+
+def _window_rows(since: datetime, until: datetime | None, service_ids: list[str] | None) -> list[tuple]:
+    rows = ServiceStatsHour.objects.filter(hour__gte=since)
+    if until is not None:
+        rows = rows.filter(hour__lt=until)
+    if service_ids is not None:
+        rows = rows.filter(service_id__in=service_ids)
+    return list(rows.values_list("service_id", "source", "outcome", "bucket", "within_sla").annotate(n=Sum("count")))
 
 
 def window_stats(service_ids: list[str], now: datetime) -> dict[str, WindowStats]:
-    rows = (ServiceStatsHour.objects.filter(service_id__in=service_ids, hour__gte=window_start(now))
-            .values_list("service_id", "source", "outcome", "bucket", "within_sla").annotate(n=Sum("count")))
+    start = window_start(now)
+    # Every service's closed hours are cached together; the current hour is read for these services only.
+    closed = _closed_hours("window", now, lambda current: _window_rows(start, current, None))
+    wanted = set(service_ids)
+    rows = [row for row in closed if row[0] in wanted] + _window_rows(hour_of(now), None, service_ids)
     stats = {service_id: WindowStats() for service_id in service_ids}
     for service_id, source, outcome, bucket, within_sla, count in rows:
         entry = stats[service_id]
@@ -166,7 +212,7 @@ class Traffic:
 
 
 def traffic_totals(*, now: datetime | None = None) -> dict[str, Traffic]:
-    """Calls, successes, errors, 402 challenges and revenue over the last 24 hours and 7 days (one query).
+    """Calls, successes, errors, 402 challenges and revenue over the last 24 hours and 7 days.
 
     Revenue is what paid calls charged (a 10-call token's price spread over its
     calls), so it counts money earned by results, not money merely received.
@@ -174,15 +220,21 @@ def traffic_totals(*, now: datetime | None = None) -> dict[str, Traffic]:
     now = now or timezone.now()
     # Whole hours, as the rows are kept: the current one and the 23 (or 167) before it.
     day = window_start(now)
-    week = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=7 * 24 - 1)
-    in_day = Q(hour__gte=day)
-    rows = (ServiceStatsHour.objects
-            .filter(hour__gte=week, source__in=[ServiceStatsHour.Source.CALL, ServiceStatsHour.Source.CHALLENGE])
-            .values_list("source", "outcome")
-            .annotate(week_n=Sum("count"), week_cents=Sum("amount_cents"),
-                      day_n=Sum("count", filter=in_day), day_cents=Sum("amount_cents", filter=in_day)))
+    week = hour_of(now) - timedelta(hours=7 * 24 - 1)
+
+    def rows(since: datetime, until: datetime | None) -> list[tuple]:
+        in_day = Q(hour__gte=day)
+        found = ServiceStatsHour.objects.filter(
+            hour__gte=since, source__in=[ServiceStatsHour.Source.CALL, ServiceStatsHour.Source.CHALLENGE])
+        if until is not None:
+            found = found.filter(hour__lt=until)
+        return list(found.values_list("source", "outcome").annotate(
+            week_n=Sum("count"), week_cents=Sum("amount_cents"),
+            day_n=Sum("count", filter=in_day), day_cents=Sum("amount_cents", filter=in_day)))
+
+    closed = _closed_hours("traffic", now, lambda current: rows(week, current))
     totals = {period: dict.fromkeys(Traffic.__dataclass_fields__, 0) for period in ("24h", "7d")}
-    for source, outcome, week_n, week_cents, day_n, day_cents in rows:
+    for source, outcome, week_n, week_cents, day_n, day_cents in closed + rows(hour_of(now), None):
         for period, count, cents in (("7d", week_n, week_cents), ("24h", day_n or 0, day_cents or 0)):
             entry = totals[period]
             if source == ServiceStatsHour.Source.CHALLENGE:
@@ -197,45 +249,69 @@ def traffic_totals(*, now: datetime | None = None) -> dict[str, Traffic]:
     return {period: Traffic(**values) for period, values in totals.items()}
 
 
+# Latency samples: successful calls and answered checks, with a latency.
+_TIMED = (Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
+          | Q(source=ServiceStatsHour.Source.CHECK, outcome__in=ANSWERED))
+
+
+def _timed_rows(fields: tuple[str, ...], since: datetime, until: datetime | None,
+                service_ids: list[str] | None = None) -> list[tuple]:
+    rows = ServiceStatsHour.objects.filter(_TIMED, hour__gte=since).exclude(bucket=latency.NO_LATENCY)
+    if until is not None:
+        rows = rows.filter(hour__lt=until)
+    if service_ids is not None:
+        rows = rows.filter(service_id__in=service_ids)
+    return list(rows.values_list(*fields).annotate(n=Sum("count")))
+
+
 def latency_percentiles(*, now: datetime | None = None) -> dict[str, dict[str, int | None]]:
     """p50 and p95 over 24 hours of every service: successful calls, and answered health checks."""
     now = now or timezone.now()
-    rows = (ServiceStatsHour.objects
-            .filter(Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
-                    | Q(source=ServiceStatsHour.Source.CHECK, outcome__in=ANSWERED),
-                    hour__gte=window_start(now))
-            .exclude(bucket=latency.NO_LATENCY)
-            .values_list("source", "bucket").annotate(n=Sum("count")))
+    fields = ("source", "bucket")
+    closed = _closed_hours("latency", now, lambda current: _timed_rows(fields, window_start(now), current))
     histograms: dict[str, dict[int, int]] = {ServiceStatsHour.Source.CALL: {}, ServiceStatsHour.Source.CHECK: {}}
-    for source, index, count in rows:
-        histograms[source][index] = count
+    for source, index, count in closed + _timed_rows(fields, hour_of(now), None):
+        histograms[source][index] = histograms[source].get(index, 0) + count
     return {source: {"p50": latency.percentile(histogram, 0.5), "p95": latency.percentile(histogram, 0.95)}
             for source, histogram in histograms.items()}
 
 
-def latency_by_hour(service_ids: list[str], *, now: datetime | None = None) -> dict[str, list[int | None]]:
-    """Each service's median latency per hour over the window, oldest first (None: no sample that hour).
-
-    Successful calls when the hour had any, else answered checks, as latencyMs does.
-    """
-    now = now or timezone.now()
-    start = window_start(now)
-    rows = (ServiceStatsHour.objects
-            .filter(Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
-                    | Q(source=ServiceStatsHour.Source.CHECK, outcome__in=ANSWERED),
-                    service_id__in=service_ids, hour__gte=start)
-            .exclude(bucket=latency.NO_LATENCY)
-            .values_list("service_id", "hour", "source", "bucket").annotate(n=Sum("count")))
+def _hourly_medians(rows, start: datetime) -> dict[tuple[str, int], int | None]:
+    """(service, hour slot) -> median latency: successful calls when the hour had any, else answered checks."""
     hours: dict[tuple[str, int], dict[str, dict[int, int]]] = {}
     for service_id, hour, source, index, count in rows:
         slot = int((hour - start).total_seconds() // 3600)
         if 0 <= slot < WINDOW_HOURS:
             hours.setdefault((service_id, slot), {}).setdefault(source, {})[index] = count
+    return {key: latency.percentile(by_source.get(ServiceStatsHour.Source.CALL)
+                                    or by_source.get(ServiceStatsHour.Source.CHECK), 0.5)
+            for key, by_source in hours.items()}
+
+
+def latency_by_hour(service_ids: list[str], *, now: datetime | None = None) -> dict[str, list[int | None]]:
+    """Each service's median latency per hour over the window, oldest first (None: no sample that hour)."""
+    now = now or timezone.now()
+    start = window_start(now)
+    fields = ("service_id", "hour", "source", "bucket")
+    closed = _closed_hours("latency-by-hour", now,
+                           lambda current: _hourly_medians(_timed_rows(fields, start, current), start))
+    current = _hourly_medians(_timed_rows(fields, hour_of(now), None, service_ids), start)
     series = {service_id: [None] * WINDOW_HOURS for service_id in service_ids}
-    for (service_id, slot), by_source in hours.items():
-        histogram = by_source.get(ServiceStatsHour.Source.CALL) or by_source.get(ServiceStatsHour.Source.CHECK)
-        series[service_id][slot] = latency.percentile(histogram, 0.5)
+    for medians in (closed, current):
+        for (service_id, slot), value in medians.items():
+            if service_id in series:
+                series[service_id][slot] = value
     return series
+
+
+def hourly_statistics_warm(*, now: datetime | None = None) -> None:
+    """Sum the closed hours of every window now, so the hour's first page does not pay for it."""
+    now = now or timezone.now()
+    ids = list(Service.objects.values_list("id", flat=True))
+    traffic_totals(now=now)
+    latency_percentiles(now=now)
+    window_stats(ids, now)
+    latency_by_hour(ids, now=now)
 
 
 def health_status_counts(*, services) -> dict[str, int]:

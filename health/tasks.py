@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from health import services
+from health import selectors, services
 
 
 @shared_task
@@ -32,3 +32,9 @@ def reap_stalled_health_runs() -> int:
 def purge_health_history() -> dict[str, int]:
     """Every hour: drop results and statistics older than HEALTH_RESULT_RETENTION_DAYS."""
     return services.health_history_purge(older_than=timedelta(days=settings.HEALTH_RESULT_RETENTION_DAYS))
+
+
+@shared_task
+def warm_hourly_statistics() -> None:
+    """At each hour's start: sum the statistics windows' closed hours once, for every page of the hour."""
+    selectors.hourly_statistics_warm()

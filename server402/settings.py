@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from server402.environment import (
@@ -140,6 +141,9 @@ HEALTH_RESULT_RETENTION_DAYS = env_int("HEALTH_RESULT_RETENTION_DAYS", 30, minim
 # A running run that has not written a heartbeat for this long lost its worker and is marked failed.
 # At least a minute: a heartbeat comes every 5 s, but one may wait 20 s for SQLite's write lock.
 HEALTH_RUN_STALE_SECONDS = env_int("HEALTH_RUN_STALE_SECONDS", 120, minimum=60, maximum=86_400)
+# Seconds the sums of a statistics window's closed hours stay cached (they no longer change; the
+# current hour is always read live). 0 reads every hour live, for a small deployment or a debugger.
+HEALTH_STATS_CACHE_SECONDS = env_int("HEALTH_STATS_CACHE_SECONDS", 3900, minimum=0, maximum=86_400)
 
 # --- Catalog search -----------------------------------------------------------
 CATALOG_SEARCH_MAX_LIMIT = 100
@@ -290,6 +294,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "reconcile-abandoned-calls": {"task": "payments.tasks.reconcile_abandoned_calls", "schedule": 300.0},
     "reap-stalled-health-runs": {"task": "health.tasks.reap_stalled_health_runs", "schedule": 60.0},
     "purge-health-history": {"task": "health.tasks.purge_health_history", "schedule": 3600.0},
+    # At each hour's start the window's closed hours change: sum them once, before a page asks.
+    "warm-hourly-statistics": {"task": "health.tasks.warm_hourly_statistics", "schedule": crontab(minute="0")},
 }
 if HEALTH_CHECK_INTERVAL_SECONDS:
     CELERY_BEAT_SCHEDULE["scheduled-health-run"] = {

@@ -23,6 +23,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
         catalog_import(paths=[REFERENCE_CATALOG])
 
 
+@pytest.fixture(autouse=True)
+def _statistics_cache_of_its_own(monkeypatch):
+    """Each test's hourly-statistics sums are cached under its own keys (the cache outlives tests)."""
+    import uuid
+
+    from health import selectors
+
+    monkeypatch.setattr(selectors, "CACHE_NAMESPACE", f"test-{uuid.uuid4().hex}")
+
+
 @pytest.fixture(scope="session")
 def seed_001():
     return json.loads((FIXTURES / "seed_001_catalog_search.json").read_text())

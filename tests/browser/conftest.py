@@ -83,7 +83,7 @@ def urlconf_imported():
     """
     from django.urls import get_resolver
 
-    get_resolver().url_patterns
+    assert get_resolver().url_patterns
 
 
 # --- the browser ------------------------------------------------------------------------------------------------

@@ -200,3 +200,38 @@ def test_a_paid_call_keeps_its_result_when_counting_it_fails(api, upstream_emula
     assert call(api).status_code == 402
     assert call(api, token=token, secret=secret).status_code == 200
     assert "could not count a call sample of celebrity-recognition" in caplog.text
+
+
+def test_closed_hours_are_summed_once_per_hour_and_the_current_hour_is_always_live(settings):
+    """The cached sums of closed hours give the same block as reading every hour, and new calls still count."""
+    from health import selectors
+
+    face = Service.objects.get(id="celebrity-recognition")
+    now = timezone.now()
+    for hours_ago, latency_ms in ((3, 100), (10, 400), (0, 200)):
+        services.service_stats_record(service=face, source="call", outcome="succeeded", latency_ms=latency_ms,
+                                      at=now - timedelta(hours=hours_ago))
+    cached = block(now=now)
+    services.service_stats_record(service=face, source="call", outcome="upstream_error", latency_ms=50, at=now)
+
+    again = block(now=now)
+    settings.HEALTH_STATS_CACHE_SECONDS = 0
+    uncached = block(now=now)
+
+    assert cached["executionCount"] == 3 and again["executionCount"] == 4 and again["errorCount"] == 1
+    assert again == uncached
+    assert selectors.latency_by_hour([face.id], now=now)[face.id][-1] == latency.upper_bound_ms(latency.bucket(200))
+
+
+def test_the_hourly_warm_up_fills_the_cache_so_the_next_read_only_reads_the_current_hour(
+        django_assert_num_queries):
+    from health import selectors
+
+    now = timezone.now()
+    services.service_stats_record(service=Service.objects.get(id="face-detection"), source="call",
+                                  outcome="succeeded", latency_ms=90, at=now - timedelta(hours=2), amount_cents=20)
+    selectors.hourly_statistics_warm(now=now)
+
+    with django_assert_num_queries(1):
+        traffic = selectors.traffic_totals(now=now)
+    assert traffic["24h"].calls == 1 and traffic["24h"].revenue_cents == 20
