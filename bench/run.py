@@ -2,8 +2,12 @@
 
 Each figure is measured beside a baseline in the same run and reported as a
 ratio too. See bench/README.md for what is measured and the recorded figures.
+
+`bench/run.py` runs every bench, in order; `bench/run.py NAME ...` only those
+named (`--help` lists them).
 """
 
+import argparse
 import json
 import os
 import random
@@ -37,6 +41,7 @@ from catalog.selectors import catalog_search  # noqa: E402
 from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 
 import catalog_history  # noqa: E402
+import dashboard_pages  # noqa: E402
 import health_runs  # noqa: E402
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
 import x402_throughput  # noqa: E402
@@ -105,8 +110,8 @@ def measure(label: str, rows: list) -> None:
     rows.append((label, "index (re)build, once per catalog change", build_ms, build_ms, None))
 
 
-def main() -> None:
-    setup_test_environment()
+def search() -> None:
+    """Catalog search: the reference catalog, then 10,000 services (README: "Catalog search")."""
     # create_test_db() returns the test database's name; destroy_test_db() restores the one given.
     old_name = connection.settings_dict["NAME"]
     connection.creation.create_test_db(verbosity=0, keepdb=False)
@@ -125,10 +130,36 @@ def main() -> None:
     for label, name, p50, p95, base_p50 in rows:
         ratio = f"{p50 / base_p50:.2f}x" if base_p50 else ""
         print(f"| {label} | {name} | {p50:.2f} | {p95:.2f} | {ratio} |")
-    paid_call.main()
-    health_runs.main()
-    catalog_history.main()
-    x402_throughput.main()
+
+
+# In the order `make bench` runs them; each is a section of bench/README.md.
+BENCHES = {
+    "search": (search, "catalog search latency, 62 and 10,000 services (BENCH_ROUNDS)"),
+    "paid_call": (paid_call.main, "paid call overhead through gunicorn (BENCH_CALLS, BENCH_PROFILE)"),
+    "health_runs": (health_runs.main, "a health run over 1,000 services (BENCH_HEALTH_SERVICES)"),
+    "catalog_history": (catalog_history.main, "catalog with 1,000,000 stored results (BENCH_HISTORY_RESULTS)"),
+    "dashboard_pages": (dashboard_pages.main, "overview and services pages with 1,000,000 results and calls "
+                        "(BENCH_DASHBOARD_RESULTS, BENCH_DASHBOARD_CALLS, BENCH_DASHBOARD_REQUESTS)"),
+    "x402_throughput": (x402_throughput.main, "x402 throughput against the SDK's servers "
+                        "(needs bench/requirements.txt)"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Server402 benchmarks (bench/README.md). SQLite by default; the test database of "
+                    "DATABASE_URL when set.",
+        epilog="benches, in the order they run:\n" + "\n".join(f"  {name:17} {what}" for name, (_, what)
+                                                                  in BENCHES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benches", nargs="*", metavar="NAME", help="run only these (default: all)")
+    chosen = parser.parse_args(argv).benches
+    if unknown := [name for name in chosen if name not in BENCHES]:
+        parser.error(f"unknown bench {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    setup_test_environment()
+    for name, (bench, _) in BENCHES.items():
+        if not chosen or name in chosen:
+            bench()
 
 
 if __name__ == "__main__":

@@ -239,6 +239,8 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+# Two deployments sharing one Redis database must not read each other's rate limits or statistics.
+CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", "server402")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
