@@ -92,21 +92,27 @@ def _closed_hours(name: str, now: datetime, compute):
     return found
 
 
-def _window_rows(since: datetime, until: datetime | None, service_ids: list[str] | None) -> list[tuple]:
-    rows = ServiceStatsHour.objects.filter(hour__gte=since)
+def _hourly_rows(since: datetime, until: datetime | None, *, group_by: tuple[str, ...], where: Q | None = None,
+                 service_ids: list[str] | None = None, **sums) -> list[tuple]:
+    """Hourly rows from `since` (until `until`, excluded), grouped, with their counts summed (or `sums`)."""
+    rows = ServiceStatsHour.objects.filter(where or Q(), hour__gte=since)
     if until is not None:
         rows = rows.filter(hour__lt=until)
     if service_ids is not None:
         rows = rows.filter(service_id__in=service_ids)
-    return list(rows.values_list("service_id", "source", "outcome", "bucket", "within_sla").annotate(n=Sum("count")))
+    return list(rows.values_list(*group_by).annotate(**(sums or {"n": Sum("count")})))
+
+
+_WINDOW_FIELDS = ("service_id", "source", "outcome", "bucket", "within_sla")
 
 
 def window_stats(service_ids: list[str], now: datetime) -> dict[str, WindowStats]:
     start = window_start(now)
     # Every service's closed hours are cached together; the current hour is read for these services only.
-    closed = _closed_hours("window", now, lambda current: _window_rows(start, current, None))
+    closed = _closed_hours("window", now, lambda current: _hourly_rows(start, current, group_by=_WINDOW_FIELDS))
     wanted = set(service_ids)
-    rows = [row for row in closed if row[0] in wanted] + _window_rows(hour_of(now), None, service_ids)
+    rows = [row for row in closed if row[0] in wanted] + _hourly_rows(
+        hour_of(now), None, group_by=_WINDOW_FIELDS, service_ids=service_ids)
     stats = {service_id: WindowStats() for service_id in service_ids}
     for service_id, source, outcome, bucket, within_sla, count in rows:
         entry = stats[service_id]
@@ -221,16 +227,14 @@ def traffic_totals(*, now: datetime | None = None) -> dict[str, Traffic]:
     # Whole hours, as the rows are kept: the current one and the 23 (or 167) before it.
     day = window_start(now)
     week = hour_of(now) - timedelta(hours=7 * 24 - 1)
+    in_day = Q(hour__gte=day)
 
     def rows(since: datetime, until: datetime | None) -> list[tuple]:
-        in_day = Q(hour__gte=day)
-        found = ServiceStatsHour.objects.filter(
-            hour__gte=since, source__in=[ServiceStatsHour.Source.CALL, ServiceStatsHour.Source.CHALLENGE])
-        if until is not None:
-            found = found.filter(hour__lt=until)
-        return list(found.values_list("source", "outcome").annotate(
+        return _hourly_rows(
+            since, until, group_by=("source", "outcome"),
+            where=Q(source__in=[ServiceStatsHour.Source.CALL, ServiceStatsHour.Source.CHALLENGE]),
             week_n=Sum("count"), week_cents=Sum("amount_cents"),
-            day_n=Sum("count", filter=in_day), day_cents=Sum("amount_cents", filter=in_day)))
+            day_n=Sum("count", filter=in_day), day_cents=Sum("amount_cents", filter=in_day))
 
     closed = _closed_hours("traffic", now, lambda current: rows(week, current))
     totals = {period: dict.fromkeys(Traffic.__dataclass_fields__, 0) for period in ("24h", "7d")}
@@ -256,12 +260,8 @@ _TIMED = (Q(source=ServiceStatsHour.Source.CALL, outcome="succeeded")
 
 def _timed_rows(fields: tuple[str, ...], since: datetime, until: datetime | None,
                 service_ids: list[str] | None = None) -> list[tuple]:
-    rows = ServiceStatsHour.objects.filter(_TIMED, hour__gte=since).exclude(bucket=latency.NO_LATENCY)
-    if until is not None:
-        rows = rows.filter(hour__lt=until)
-    if service_ids is not None:
-        rows = rows.filter(service_id__in=service_ids)
-    return list(rows.values_list(*fields).annotate(n=Sum("count")))
+    return _hourly_rows(since, until, group_by=fields, where=_TIMED & ~Q(bucket=latency.NO_LATENCY),
+                        service_ids=service_ids)
 
 
 def latency_percentiles(*, now: datetime | None = None) -> dict[str, dict[str, int | None]]:

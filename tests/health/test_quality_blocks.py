@@ -152,7 +152,8 @@ def test_the_service_page_shows_the_score_with_its_parts(client, upstream_emulat
     assert "  - availability (weight 40): 1.0, 40.0 points; 1 of the last 1 checks answered" in markdown
 
 
-def test_the_catalog_reads_a_fixed_number_of_queries_however_long_the_history(upstream_emulator):
+def test_the_catalog_reads_a_fixed_number_of_queries_however_long_the_history(upstream_emulator,
+                                                                          clear_of_the_hour_turn):
     def search_queries() -> int:
         with CaptureQueriesContext(connection) as queries:
             catalog_search(query="", limit=62)
@@ -224,7 +225,7 @@ def test_closed_hours_are_summed_once_per_hour_and_the_current_hour_is_always_li
 
 
 def test_the_hourly_warm_up_fills_the_cache_so_the_next_read_only_reads_the_current_hour(
-        django_assert_num_queries):
+        django_assert_num_queries, clear_of_the_hour_turn):
     from health import selectors
 
     now = timezone.now()
