@@ -97,7 +97,8 @@ def test_a_malformed_filter_is_named_and_answered_400_not_500(staff, query):
     assert len(rows(response)) == 62  # the filter is dropped, not guessed
 
 
-def test_the_services_page_costs_the_same_queries_whatever_the_history(staff, django_assert_num_queries, clear_of_the_hour_turn):
+def test_the_services_page_costs_the_same_queries_whatever_the_history(
+        staff, django_assert_num_queries, clear_of_the_hour_turn):
     now = timezone.now()
     services = list(Service.objects.all())
     for hours_ago in range(0, 48, 3):

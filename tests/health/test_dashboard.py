@@ -92,7 +92,8 @@ def test_the_latest_run_polls_while_it_runs_and_stops_when_it_is_done(staff):
     assert "hx-trigger" not in done and "1 of 1 checked" in done
 
 
-def test_the_overview_costs_the_same_queries_whatever_the_history(staff, django_assert_num_queries, clear_of_the_hour_turn):
+def test_the_overview_costs_the_same_queries_whatever_the_history(
+        staff, django_assert_num_queries, clear_of_the_hour_turn):
     now = timezone.now()
     for hours_ago in range(0, 24 * 9, 5):
         for outcome in ("succeeded", "upstream_error"):
