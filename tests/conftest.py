@@ -59,6 +59,13 @@ def operator(django_user_model):
     return django_user_model.objects.create_user("op", password="pw", is_staff=True)
 
 
+@pytest.fixture
+def staff(client, operator):
+    """The test client, signed in to the dashboard as a staff operator."""
+    client.force_login(operator)
+    return client
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, *args):
         pass

@@ -16,12 +16,6 @@ pytestmark = pytest.mark.django_db
 SERVICE_URL = "/dashboard/services/celebrity-recognition/"
 
 
-@pytest.fixture
-def staff(client, operator):
-    client.force_login(operator)
-    return client
-
-
 def edit(**changes):
     service = Service.objects.get(id="celebrity-recognition")
     data = {"name": service.name, "description": service.description, "keywords": ", ".join(service.keywords),

@@ -13,12 +13,6 @@ from health.services import health_run_execute, health_run_start, service_stats_
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff(client, operator):
-    client.force_login(operator)
-    return client
-
-
 def service(service_id="celebrity-recognition"):
     return Service.objects.get(id=service_id)
 

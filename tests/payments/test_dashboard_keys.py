@@ -21,12 +21,6 @@ SECRET = re.compile(r"s402_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")
 
 
 @pytest.fixture
-def staff(client, operator):
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
 def viewer(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("viewer", password="pw", is_staff=False))
     return client

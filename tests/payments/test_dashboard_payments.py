@@ -20,12 +20,6 @@ LEDGER = "/dashboard/payments/"
 ROW = re.compile(r'<tr data-payment="(pay_[0-9a-f]+)">')
 
 
-@pytest.fixture
-def staff(client, operator):
-    client.force_login(operator)
-    return client
-
-
 def _payment(service="celebrity-recognition", client=None, **fields) -> Payment:
     payment = payment_create(service=Service.objects.get(pk=service), client=client)
     if fields:
