@@ -103,11 +103,17 @@ def payment_payload_decode(header: str) -> PaymentPayload:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise _malformed("PAYMENT-SIGNATURE is not base64 of JSON") from None
+    return payment_payload_parse(document, source="PAYMENT-SIGNATURE")
+
+
+def payment_payload_parse(document, *, source: str) -> PaymentPayload:
+    """The x402 v2 PaymentPayload in an already decoded JSON value (a header's, or MCP's
+    `_meta["x402/payment"]`), or PaymentSignatureRefused naming `source`."""
     if not isinstance(document, dict):
-        raise _malformed("PAYMENT-SIGNATURE must hold a JSON object (an x402 PaymentPayload)")
+        raise _malformed(f"{source} must hold a JSON object (an x402 PaymentPayload)")
     version = document.get("x402Version")
     if type(version) is not int:
-        raise _malformed("PAYMENT-SIGNATURE has no x402Version")
+        raise _malformed(f"{source} has no x402Version")
     if version != 2:
         raise _refused("invalid_x402_version", f"x402Version {version} is not accepted: this server speaks x402 v2")
     try:
@@ -115,7 +121,7 @@ def payment_payload_decode(header: str) -> PaymentPayload:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise _malformed(f"PAYMENT-SIGNATURE is not an x402 v2 PaymentPayload: {where}: {first['msg']}") from None
+        raise _malformed(f"{source} is not an x402 v2 PaymentPayload: {where}: {first['msg']}") from None
 
 
 def _moment(seconds: int) -> datetime:
@@ -140,7 +146,7 @@ def authorization_check(payload: PaymentPayload, requirements: PaymentRequiremen
     problem = next(iter(_EIP3009_VALIDATOR.iter_errors(payload.payload)), None)
     if problem is not None:
         where = "/".join(str(part) for part in problem.absolute_path) or "payload"
-        raise _malformed(f"PAYMENT-SIGNATURE payload is not an EIP-3009 authorization: {where}: {problem.message}")
+        raise _malformed(f"the payment payload is not an EIP-3009 authorization: {where}: {problem.message}")
     authorization = payload.payload["authorization"]
     if authorization["to"].lower() != requirements.pay_to.lower() or accepted.pay_to.lower() != authorization[
             "to"].lower():

@@ -35,6 +35,8 @@ class ToolAnswer:
     body: dict
     headers: dict = field(default_factory=dict)
     call: ToolCall | None = None
+    # The x402 settlement behind a PAYMENT-RESPONSE header, for callers (MCP) that carry it elsewhere.
+    settlement: SettleResponse | None = None
 
 
 class _Refused(Exception):
@@ -115,7 +117,7 @@ class _Purchase:
     x402: x402_gateway.X402Settlement | None = None
 
 
-def _pay_x402(service: Service, api_key: ApiKey | None, header: str) -> _Purchase:
+def _pay_x402(service: Service, api_key: ApiKey | None, header: str | None, document) -> _Purchase:
     def refuse(status_code: int, code: str, message: str) -> _Refused:
         if status_code == status.HTTP_402_PAYMENT_REQUIRED:
             return _payment_required(service, message, code)
@@ -123,8 +125,8 @@ def _pay_x402(service: Service, api_key: ApiKey | None, header: str) -> _Purchas
         return _Refused(status_code, {"error": message, "invalidReason": code, "charged": False}, headers)
 
     payload, offered, authorization = x402_gateway.x402_authorization_verify(
-        header=header, requirements=challenge.x402_requirements(service), resource_url=challenge.tool_url(service),
-        refuse=refuse)
+        header=header, document=document, requirements=challenge.x402_requirements(service),
+        resource_url=challenge.tool_url(service), refuse=refuse)
     with transaction.atomic():
         try:
             payment, ledger = payment_services.x402_call_reserve(
@@ -138,10 +140,12 @@ def _pay_x402(service: Service, api_key: ApiKey | None, header: str) -> _Purchas
 
 
 def _pay(service: Service, api_key: ApiKey | None, payment_token: str | None,
-         payment_signature: str | None) -> _Purchase:
+         payment_signature: str | None, payment_payload) -> _Purchase:
     """Reserve the payment for one call and open the call's record, in one transaction (SPEC step 4)."""
     if payment_signature:
-        return _pay_x402(service, api_key, payment_signature)
+        return _pay_x402(service, api_key, payment_signature, None)
+    if payment_payload is not None:
+        return _pay_x402(service, api_key, None, payment_payload)
     if not payment_token:
         raise _payment_required(service, challenge.PAYMENT_REQUIRED)
     with transaction.atomic():
@@ -173,6 +177,7 @@ def _settlement_failed(service: Service, purchase: _Purchase, settlement: Settle
                                 reason, {"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})
     refused.answer.body["paymentId"] = purchase.payment.id
     refused.answer.call = call
+    refused.answer.settlement = settlement
     return refused.answer
 
 
@@ -236,7 +241,7 @@ def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, st
         body["code"] = error.code
     if error.request_id:
         body["upstreamRequestId"] = error.request_id
-    return ToolAnswer(http_status, body, headers, call)
+    return ToolAnswer(http_status, body, headers, call, settlement)
 
 
 def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
@@ -265,23 +270,25 @@ def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
     headers = {"X-Payment-Remaining-Calls": str(payment.max_calls - payment.used_calls)}
     if settlement is not None:
         headers["PAYMENT-RESPONSE"] = encode_payment_response_header(settlement)
-    return ToolAnswer(status.HTTP_200_OK, body, headers, call)
+    return ToolAnswer(status.HTTP_200_OK, body, headers, call, settlement)
 
 
 def paid_call_run(*, reference: str, arguments, api_key: str | None = None, payment_token: str | None = None,
-                  payment_signature: str | None = None) -> ToolAnswer:
+                  payment_signature: str | None = None, payment_payload=None) -> ToolAnswer:
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
     `arguments` is the parsed JSON body (anything: it is validated here);
     `api_key`, `payment_token` and `payment_signature` (the PAYMENT-SIGNATURE
-    header) are the raw credentials; a signature is used before a token.
+    header) are the raw credentials; `payment_payload` is an x402 PaymentPayload
+    already decoded from JSON (MCP's `_meta["x402/payment"]`). An x402 payment
+    is used before a token.
     """
     service = None
     try:
         service = _resolve(reference)
         key = _authorize(service, api_key)
         _validate(service, arguments)
-        purchase = _pay(service, key, payment_token, payment_signature)
+        purchase = _pay(service, key, payment_token, payment_signature, payment_payload)
     except _Refused as refused:
         if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:
             health_services.challenge_stats_record(service=service)

@@ -19,6 +19,7 @@ from payments.payment_signatures import (
     PaymentSignatureRefused,
     authorization_check,
     payment_payload_decode,
+    payment_payload_parse,
 )
 from payments.selectors import x402_authorization_seen
 
@@ -41,17 +42,21 @@ class X402Settlement:
     ledger: X402Authorization
 
 
-def x402_authorization_verify(*, header: str, requirements: list[PaymentRequirements], resource_url: str,
-                              refuse) -> tuple[PaymentPayload, PaymentRequirements, Authorization]:
-    """Decode, check and verify a PAYMENT-SIGNATURE against what was offered; `refuse(status, code, message)`
+def x402_authorization_verify(*, header: str | None = None, document=None, requirements: list[PaymentRequirements],
+                              resource_url: str, refuse) -> tuple[PaymentPayload, PaymentRequirements, Authorization]:
+    """Decode, check and verify a payment against what was offered; `refuse(status, code, message)`
     builds the exception to raise. Writes nothing: a refused payment leaves no trace.
+
+    The payment is a PAYMENT-SIGNATURE `header`, or the `document` it encodes
+    (MCP carries the PaymentPayload as JSON in `_meta["x402/payment"]`).
     """
     if not requirements:
         raise refuse(status.HTTP_402_PAYMENT_REQUIRED, "unsupported_scheme",
                      "this price is not in USD, so it cannot be paid with x402 USDC")
     offered = requirements[0]
     try:
-        payload = payment_payload_decode(header)
+        payload = (payment_payload_decode(header) if header is not None
+                   else payment_payload_parse(document, source='_meta["x402/payment"]'))
         authorization = authorization_check(payload, offered, resource_url=resource_url, now=timezone.now())
     except PaymentSignatureRefused as refused:
         raise refuse(refused.status, refused.reason, refused.message) from None
