@@ -80,6 +80,9 @@ class _IndexCache:
         self._services: dict[str, Service] = {}
 
     def get(self) -> tuple[SearchIndex, dict[str, Service]]:
+        return self.snapshot()[1:]
+
+    def snapshot(self) -> tuple[tuple, SearchIndex, dict[str, Service]]:
         newest_policy = PricingPolicy.objects.order_by("-updated_at").values("updated_at")[:1]
         version = tuple(Service.objects.aggregate(
             n=Count("id"), latest=Max("updated_at"), policy=Max(Subquery(newest_policy))).values())
@@ -89,10 +92,16 @@ class _IndexCache:
                 self._index = SearchIndex([entry_for(s) for s in services])
                 self._services = {s.id: s for s in services}
                 self._version = version
-            return self._index, self._services
+            return self._version, self._index, self._services
 
 
 _index_cache = _IndexCache()
+
+
+def catalog_snapshot() -> tuple[tuple, dict[str, Service]]:
+    """The callable services by id, with the catalog version they were read at (it changes with any edit)."""
+    version, _, services = _index_cache.snapshot()
+    return version, services
 
 
 def search_categories() -> frozenset[str]:

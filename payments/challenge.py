@@ -7,7 +7,12 @@ anonymous caller cannot make Server402 store rows by asking for prices.
 import math
 
 from django.conf import settings
-from x402.extensions.bazaar import OutputConfig, declare_discovery_extension
+from x402.extensions.bazaar import (
+    DeclareMcpDiscoveryConfig,
+    OutputConfig,
+    declare_discovery_extension,
+    declare_mcp_discovery_extension,
+)
 from x402.http.utils import encode_payment_required_header
 from x402.schemas import PaymentRequired, PaymentRequirements, ResourceInfo
 
@@ -116,6 +121,18 @@ def bazaar_extension(service: Service) -> dict:
     # The SDK leaves the method to its framework middleware; the tool is always a POST.
     extension["bazaar"]["info"]["input"]["method"] = "POST"
     return extension
+
+
+def mcp_bazaar_extension(service: Service) -> dict:
+    """`extensions.bazaar` for the tool as MCP sells it: the tool's name and input schema on /mcp."""
+    return declare_mcp_discovery_extension(DeclareMcpDiscoveryConfig(
+        tool_name=service.tool_name,
+        input_schema=service.input_schema,
+        description=service.description_for_model or None,
+        transport="streamable-http",
+        example=service.example_request or None,
+        output=OutputConfig(example=service.example_response or None, schema=service.output_schema or None),
+    ))
 
 
 def x402_payment_required(service: Service, reason: str = PAYMENT_REQUIRED) -> PaymentRequired:

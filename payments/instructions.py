@@ -99,8 +99,9 @@ def _retry() -> dict:
         ],
         "mcp": [
             "Call the tool without paymentToken to receive payment_required structuredContent.",
-            "Preferred x402 clients should pay the accepts[] requirement and call the underlying HTTP endpoint "
-            "with PAYMENT-SIGNATURE.",
+            "Preferred x402 clients should pay one accepts[] requirement and call the same MCP tool again with "
+            "the x402 PaymentPayload in params._meta[\"x402/payment\"]; the receipt comes back in "
+            "result._meta[\"x402/payment-response\"].",
             "Legacy MCP clients can complete or verify payment.paymentId, then call the same MCP tool again "
             "with paymentToken set to payment.token.",
         ],

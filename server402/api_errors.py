@@ -32,6 +32,12 @@ def _first_message(detail) -> tuple[str, str | None]:
     return str(detail), None
 
 
+def validation_error_body(detail) -> dict:
+    """A serializer's errors as the API answers them: the first sentence, its field, then every detail."""
+    message, field = _first_message(detail)
+    return {"error": message, "field": field, "details": detail}
+
+
 def exception_handler(exc, context):
     if isinstance(exc, ApiError):
         return Response({"error": str(exc.detail), **exc.extra}, status=exc.status_code)
@@ -39,8 +45,7 @@ def exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        message, field = _first_message(exc.detail)
-        response.data = {"error": message, "field": field, "details": exc.detail}
+        response.data = validation_error_body(exc.detail)
     else:
         response.data = {"error": str(exc.detail)}
     return response

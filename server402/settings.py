@@ -130,6 +130,15 @@ TOOL_CALL_MAX_BODY_BYTES = env_int("TOOL_CALL_MAX_BODY_BYTES", 1_048_576, minimu
 
 DEFAULT_PRICING_POLICY = env_str("SERVER402_DEFAULT_PRICING_POLICY", "aliyun-viapi")
 
+# --- MCP (/mcp) -------------------------------------------------------------------
+# Browser origins allowed to call /mcp besides PUBLIC_BASE_URL's own ("*" for any); agents send no Origin.
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS", [])
+# The largest JSON-RPC message accepted; tool arguments are image URLs and short strings.
+MCP_MAX_BODY_BYTES = env_int("MCP_MAX_BODY_BYTES", 262_144, minimum=4096, maximum=TOOL_CALL_MAX_BODY_BYTES)
+# Tools per tools/list page (the catalog is about 60), and how long a 2026-07-28 client may cache the list.
+MCP_TOOLS_PAGE_SIZE = env_int("MCP_TOOLS_PAGE_SIZE", 100, minimum=1, maximum=1000)
+MCP_TOOLS_TTL_SECONDS = env_int("MCP_TOOLS_TTL_SECONDS", 300, minimum=0, maximum=86_400)
+
 # --- Health checks and quality ------------------------------------------------
 # Seconds between scheduled health runs over every published service; 0 turns the schedule off.
 HEALTH_CHECK_INTERVAL_SECONDS = env_int("HEALTH_CHECK_INTERVAL_SECONDS", 900, minimum=0, maximum=7 * 86_400)

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from catalog.emulator import aliyun_emulator
+from server402.mcp_endpoint import mcp_endpoint
 
 dashboard = [
     path("login/", auth_views.LoginView.as_view(template_name="dashboard/login.html", redirect_authenticated_user=True),
@@ -19,5 +20,6 @@ urlpatterns = [
     path("sandbox/aliyun/<slug:product>/", aliyun_emulator),
     path("api/", include("payments.api.urls")),
     path("dashboard/", include(dashboard)),
+    path("mcp", mcp_endpoint, name="mcp"),
     path("", include("catalog.urls")),
 ]

@@ -1,0 +1,234 @@
+"""The catalog as MCP tools: what `tools/list` shows and what `tools/call` does.
+
+Each published service is a tool named like its id with underscores
+(celebrity_recognition). A call runs the one paid-call pipeline
+(payments.pipeline), so MCP refuses, charges and answers exactly as
+`POST /api/tools/<id>` does; only the wrapping differs: an HTTP status becomes
+an `isError` result, a PAYMENT-RESPONSE header becomes
+`_meta["x402/payment-response"]`. `search_services` is free.
+"""
+
+import base64
+import binascii
+import copy
+import json
+import re
+import threading
+
+from django.conf import settings
+from rest_framework import status
+
+from catalog.api.serializers import SearchQuerySerializer
+from catalog.envelope import ENVELOPE_SCHEMA
+from catalog.models import Service
+from catalog.selectors import catalog_search, catalog_snapshot, service_lookup
+from payments.challenge import mcp_bazaar_extension
+from payments.instructions import payment_flow
+from payments.pipeline import ToolAnswer, paid_call_run
+from server402.api_errors import validation_error_body
+
+SEARCH_TOOL = "search_services"
+PAYMENT_TOKEN_ARGUMENT = "paymentToken"
+# The x402 MCP transport's keys (x402 specs/transports-v2/mcp.md).
+PAYMENT_META_KEY = "x402/payment"
+PAYMENT_RESPONSE_META_KEY = "x402/payment-response"
+REMAINING_CALLS_META_KEY = "server402/remaining-calls"
+
+_TOOL_NAME = re.compile(r"[a-z0-9_]{1,128}")
+
+
+class InvalidParams(Exception):
+    """The request cannot name a tool call: JSON-RPC -32602, not a tool result."""
+
+
+def _payment_required_schema() -> dict:
+    schema = copy.deepcopy(payment_flow()["requiredResponse"]["bodySchema"])
+    schema["properties"]["status"] = {"const": "payment_required", "type": "string"}
+    schema["required"] = ["status", *schema["required"]]
+    return schema
+
+
+def _service_tool(service: Service, payment_required: dict) -> dict:
+    input_schema = copy.deepcopy(service.input_schema) or {"type": "object"}
+    input_schema["type"] = "object"
+    input_schema.setdefault("properties", {})[PAYMENT_TOKEN_ARGUMENT] = {
+        "type": "string",
+        "description": "A paid payment token (POST /api/payments, then pay it). Leave it out to get "
+                       "payment_required with x402 accepts[]; or pay with _meta[\"x402/payment\"] instead.",
+    }
+    price = service.pricing_policy.price_label
+    return {
+        "name": service.tool_name,
+        "title": service.name,
+        "description": (f"{service.description_for_model} Price: {price} per call. A call without payment "
+                        "returns isError with payment_required (x402 accepts[]); pay and call again."),
+        "inputSchema": input_schema,
+        # A paid answer is the envelope; an unpaid one (isError) is payment_required: the schema admits both.
+        "outputSchema": {"type": "object", "anyOf": [service.output_schema or ENVELOPE_SCHEMA, payment_required]},
+        "annotations": {
+            "title": service.name,
+            # The catalog marks an action cacheable only when calling it changes nothing upstream.
+            "readOnlyHint": service.cacheable,
+            "destructiveHint": service.upstream_action.startswith(("Delete", "Remove")),
+            "idempotentHint": service.idempotent,
+            "openWorldHint": True,
+        },
+    }
+
+
+def _search_tool() -> dict:
+    return {
+        "name": SEARCH_TOOL,
+        "title": "Search the Server402 catalog",
+        "description": "Free. Finds the paid visual-AI tools for a task described in plain English or Chinese, "
+                       "or by id, tool name or Alibaba Cloud action; answers the catalog search "
+                       "(GET /api/catalog/search) with each service's toolName, inputSchema and price.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "maxLength": settings.CATALOG_SEARCH_MAX_QUERY_LENGTH,
+                          "description": "What the tool should do, e.g. 'recognise celebrities in a photo'."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": settings.CATALOG_SEARCH_MAX_LIMIT,
+                          "default": 10},
+                "category": {"type": "string", "description": "Only this category, e.g. face-body."},
+            },
+            "required": ["query"],
+            "additionalProperties": False,
+        },
+        "outputSchema": {
+            "type": "object",
+            "properties": {"schemaVersion": {"type": "string"}, "total": {"type": "integer"},
+                           "services": {"type": "array", "items": {"type": "object"}}},
+            "required": ["schemaVersion", "total", "services"],
+        },
+        "annotations": {"title": "Search the Server402 catalog", "readOnlyHint": True, "destructiveHint": False,
+                        "idempotentHint": True, "openWorldHint": False},
+    }
+
+
+class _ToolCache:
+    """Every tool's definition, sorted by name, rebuilt when the catalog version changes (any edit, any process)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._version = None
+        self._tools: list[dict] = []
+
+    def get(self) -> list[dict]:
+        version, services = catalog_snapshot()
+        with self._lock:
+            if version != self._version:
+                payment_required = _payment_required_schema()
+                tools = [_search_tool(), *(_service_tool(s, payment_required) for s in services.values())]
+                self._tools = sorted(tools, key=lambda tool: tool["name"])
+                self._version = version
+            return self._tools
+
+
+_tool_cache = _ToolCache()
+
+
+def _cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _after(cursor) -> str:
+    if not isinstance(cursor, str):
+        raise InvalidParams("cursor must be a string from an earlier nextCursor")
+    try:
+        name = base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
+    except (binascii.Error, ValueError):
+        name = ""
+    if not _TOOL_NAME.fullmatch(name):
+        raise InvalidParams("cursor is not one this server gave out; list again without a cursor")
+    return name
+
+
+def tools_page(cursor=None) -> tuple[list[dict], str | None]:
+    """One page of tools (MCP_TOOLS_PAGE_SIZE of them, by name) after `cursor`, and the next page's cursor."""
+    tools = _tool_cache.get()
+    if cursor is not None:
+        after = _after(cursor)
+        tools = [tool for tool in tools if tool["name"] > after]
+    page = tools[:settings.MCP_TOOLS_PAGE_SIZE]
+    more = len(tools) > len(page)
+    return page, (_cursor(page[-1]["name"]) if more else None)
+
+
+def _result(structured: dict, *, is_error: bool, meta: dict | None = None) -> dict:
+    # Clients without structuredContent support read the same JSON as text.
+    result = {
+        "content": [{"type": "text", "text": json.dumps(structured, ensure_ascii=False)}],
+        "structuredContent": structured,
+        "isError": is_error,
+    }
+    if meta:
+        result["_meta"] = meta
+    return result
+
+
+def _search(arguments: dict) -> dict:
+    unknown = sorted(set(arguments) - {"query", "limit", "category"})
+    if unknown:
+        return _result({"error": f"unknown argument {unknown[0]!r}; search_services takes query, limit, category",
+                        "field": unknown[0]}, is_error=True)
+    serializer = SearchQuerySerializer(data={"q": arguments.get("query", ""), **{
+        key: arguments[key] for key in ("limit", "category") if key in arguments}})
+    if not serializer.is_valid():
+        return _result(validation_error_body(serializer.errors), is_error=True)
+    params = serializer.validated_data
+    return _result(catalog_search(query=params["q"], limit=params["limit"], category=params["category"] or None),
+                   is_error=False)
+
+
+def _answer_result(service: Service, answer: ToolAnswer) -> dict:
+    meta = {}
+    if answer.settlement is not None:
+        meta[PAYMENT_RESPONSE_META_KEY] = answer.settlement.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if answer.status == status.HTTP_200_OK:
+        if "X-Payment-Remaining-Calls" in answer.headers:
+            meta[REMAINING_CALLS_META_KEY] = int(answer.headers["X-Payment-Remaining-Calls"])
+        return _result(answer.body, is_error=False, meta=meta)
+    if answer.status == status.HTTP_402_PAYMENT_REQUIRED:
+        # The bazaar's MCP shape: discovery services list the tool under /mcp, not the HTTP route.
+        structured = {"status": "payment_required", **answer.body, "extensions": mcp_bazaar_extension(service)}
+        return _result(structured, is_error=True, meta=meta)
+    structured = {"status": "error", "httpStatus": answer.status, **answer.body}
+    if "Retry-After" in answer.headers:
+        structured.setdefault("retryAfterSeconds", int(answer.headers["Retry-After"]))
+    return _result(structured, is_error=True, meta=meta)
+
+
+def _service(name: str) -> Service:
+    service = service_lookup(name) if _TOOL_NAME.fullmatch(name) else None
+    # A draft is not a tool; a published service switched off is, and says so when called.
+    if service is None or service.state != Service.State.PUBLISHED or service.tool_name != name:
+        raise InvalidParams(f"unknown tool {name!r}; tools/list names every tool, search_services finds one")
+    return service
+
+
+def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
+    """Run `tools/call` and return its CallToolResult; InvalidParams when there is no such call to make.
+
+    Tool-level failures (bad input, payment required or refused, upstream
+    errors) are results with isError true, carrying the HTTP answer's body.
+    """
+    if not isinstance(name, str):
+        raise InvalidParams("params.name must be a string naming a tool")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise InvalidParams("params.arguments must be an object")
+    if meta is not None and not isinstance(meta, dict):
+        raise InvalidParams("params._meta must be an object")
+    if name == SEARCH_TOOL:
+        return _search(arguments)
+    service = _service(name)
+    arguments = dict(arguments)
+    token = arguments.pop(PAYMENT_TOKEN_ARGUMENT, None)
+    if token is not None and not isinstance(token, str):
+        return _result({"status": "error", "httpStatus": 400, "error": f"{PAYMENT_TOKEN_ARGUMENT} must be a string",
+                        "field": PAYMENT_TOKEN_ARGUMENT}, is_error=True)
+    answer = paid_call_run(reference=service.id, arguments=arguments, api_key=api_key, payment_token=token or None,
+                           payment_payload=(meta or {}).get(PAYMENT_META_KEY))
+    return _answer_result(service, answer)
