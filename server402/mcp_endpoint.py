@@ -121,7 +121,7 @@ def _request_id(message: dict):
     request_id = message.get("id")
     # MCP forbids null ids; JSON-RPC forbids anything but strings and numbers.
     if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
-        raise _RpcError(INVALID_REQUEST, "id must be a string or a number")
+        raise _RpcError(INVALID_REQUEST, "id must be a string or a number", http_status=400)
     return request_id
 
 
@@ -202,7 +202,8 @@ def _tools_call(exchange: _Exchange) -> dict:
 
 
 _HANDSHAKE_METHODS = {"initialize": _initialize, "ping": _ping, "tools/list": _tools_list, "tools/call": _tools_call}
-_MODERN_METHODS = {"server/discover": _discover, "ping": _ping, "tools/list": _tools_list, "tools/call": _tools_call}
+# 2026-07-28 has no ping: a stateless server has no connection to keep alive.
+_MODERN_METHODS = {"server/discover": _discover, "tools/list": _tools_list, "tools/call": _tools_call}
 
 
 def _modern_check(request, message: dict) -> str:
