@@ -277,7 +277,10 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
                   payment_signature: str | None = None, payment_payload=None) -> ToolAnswer:
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
-    `arguments` is the parsed JSON body (anything: it is validated here);
+    `arguments` is the parsed JSON body (anything: it is validated here), or
+    None when there was no body: an unpaid request without one is a price
+    enquiry and gets the 402 (as `curl -X POST <tool>` in the payment
+    instructions, and discovery services that probe each listed resource, expect);
     `api_key`, `payment_token` and `payment_signature` (the PAYMENT-SIGNATURE
     header) are the raw credentials; `payment_payload` is an x402 PaymentPayload
     already decoded from JSON (MCP's `_meta["x402/payment"]`). An x402 payment
@@ -287,7 +290,9 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     try:
         service = _resolve(reference)
         key = _authorize(service, api_key)
-        _validate(service, arguments)
+        if arguments is None and not (payment_token or payment_signature or payment_payload is not None):
+            raise _payment_required(service, challenge.PAYMENT_REQUIRED)
+        _validate(service, {} if arguments is None else arguments)
         purchase = _pay(service, key, payment_token, payment_signature, payment_payload)
     except _Refused as refused:
         if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:

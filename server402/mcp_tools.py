@@ -215,17 +215,16 @@ def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
     """
     if not isinstance(name, str):
         raise InvalidParams("params.name must be a string naming a tool")
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
+    if arguments is not None and not isinstance(arguments, dict):
         raise InvalidParams("params.arguments must be an object")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidParams("params._meta must be an object")
     if name == SEARCH_TOOL:
-        return _search(arguments)
+        return _search(arguments or {})
     service = _service(name)
-    arguments = dict(arguments)
-    token = arguments.pop(PAYMENT_TOKEN_ARGUMENT, None)
+    # No arguments at all, unpaid, asks for the price, as a POST without a body does.
+    arguments = None if arguments is None else dict(arguments)
+    token = arguments.pop(PAYMENT_TOKEN_ARGUMENT, None) if arguments is not None else None
     if token is not None and not isinstance(token, str):
         return _result({"status": "error", "httpStatus": 400, "error": f"{PAYMENT_TOKEN_ARGUMENT} must be a string",
                         "field": PAYMENT_TOKEN_ARGUMENT}, is_error=True)

@@ -44,7 +44,7 @@ def _json_body(request):
     if len(raw) > limit:
         raise too_large
     if not raw.strip():
-        return {}
+        return None  # no body at all: an unpaid one is a price enquiry (see paid_call_run)
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):

@@ -316,3 +316,19 @@ def test_missing_upstream_credentials_are_503_and_charge_nothing(api, buyer, set
         503, "this server has no upstream credentials configured")
     _untouched(payment, key)
     assert ToolCall.objects.get(payment=payment).outcome == "unconfigured"
+
+
+def test_an_unpaid_post_without_a_body_is_a_price_enquiry_answered_with_402(api):
+    response = api.post("/api/tools/celebrity-recognition")
+
+    assert response.status_code == 402
+    assert response.json()["accepts"][0]["amount"] == "200000"
+    assert ToolCall.objects.count() == 0
+
+
+def test_a_paid_post_without_a_body_is_still_bad_input_and_charges_nothing(api, buyer):
+    key, secret, payment, token = buyer
+    response = _post(api, raw="", token=token, key=secret)
+
+    assert response.status_code == 400 and response.json()["error"] == "ImageURL is required"
+    _untouched(payment, key)

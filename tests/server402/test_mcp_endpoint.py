@@ -57,7 +57,8 @@ def error(response, status, code):
 
 
 def call(client, name, arguments, *, meta=None, version="2025-11-25", headers=None):
-    params = {"name": name, "arguments": arguments, **({"_meta": meta} if meta else {})}
+    params = {"name": name, **({"arguments": arguments} if arguments is not None else {}),
+              **({"_meta": meta} if meta else {})}
     return result(rpc(client, "tools/call", params, version=version, headers=headers), "tools/call", version)
 
 
@@ -436,3 +437,11 @@ def test_an_api_key_is_read_from_the_http_headers(client, nothing_charged):
     answer = call(client, "celebrity_recognition", BODY, headers={"Authorization": "Bearer s402_nope"})
 
     assert answer["isError"] and answer["structuredContent"]["httpStatus"] == 401
+
+
+def test_a_call_without_arguments_asks_for_the_price_and_with_a_token_is_bad_input(client, nothing_charged):
+    unpaid = call(client, "celebrity_recognition", None)
+    with_token = call(client, "celebrity_recognition", {"paymentToken": "pt_whatever"})
+
+    assert unpaid["isError"] and unpaid["structuredContent"]["status"] == "payment_required"
+    assert with_token["isError"] and with_token["structuredContent"]["error"] == "ImageURL is required"
