@@ -6,7 +6,9 @@ from django.db import IntegrityError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
-from django.views.decorators.http import require_GET, require_http_methods
+from django.utils.cache import patch_cache_control
+from django.views.decorators.gzip import gzip_page
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
 from django.views.decorators.vary import vary_on_headers
 
 from catalog import selectors
@@ -16,6 +18,7 @@ from catalog.models import SERVICE_REFERENCE_PATTERN, PricingPolicy, Service
 from catalog.selectors import catalog_documents, catalog_listing, service_resolve
 from catalog.services import pricing_policy_create, pricing_policy_update, service_update
 from health.selectors import latency_by_hour, quality_blocks, service_health_panel
+from payments.x402_discovery import x402_discovery_json
 from server402.operators import dashboard_view, page_or_partial
 
 
@@ -45,6 +48,7 @@ def service_page(request, service_id, markdown=False):
             "openapi": absolute_url("/openapi.json"),
             "search": absolute_url(f"/api/catalog/search?q={service.id}"),
             "mcp": absolute_url("/mcp"),
+            "x402_discovery": absolute_url("/.well-known/x402"),
         },
         "price": service.pricing_policy.price_label,
         "schemas": {key: _pretty(document[key]) for key in
@@ -61,6 +65,23 @@ def llms_txt(request):
     """The catalog for language models: https://llmstxt.org/ conventions."""
     text = render_to_string("catalog/llms.txt", {"services": catalog_listing(), "base": absolute_url("")}, request)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+# Seconds a client or shared cache may keep the discovery document. The 402 stays the authoritative
+# offer, so a stale listing only means a changed price shows at the next 402; in exchange, crawlers
+# polling the document need not reach the server each time.
+X402_DISCOVERY_MAX_AGE = 300
+
+
+@require_safe
+@gzip_page  # about 360 KB of JSON (two listings of each tool) that compresses to about 25 KB
+def x402_discovery(request):
+    """`/.well-known/x402`: every published, enabled tool with the accepts[] its 402 offers."""
+    response = HttpResponse(x402_discovery_json(), content_type="application/json")
+    # The same public document for everyone, so browser-based x402 explorers may read it too.
+    response["Access-Control-Allow-Origin"] = "*"
+    patch_cache_control(response, public=True, max_age=X402_DISCOVERY_MAX_AGE)
+    return response
 
 
 # --- Dashboard ---------------------------------------------------------------------
