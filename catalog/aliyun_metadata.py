@@ -165,6 +165,24 @@ def action_words(action: str) -> list[str]:
     return _CAMEL.findall(action)
 
 
+# An action's first word says whether it changes what the upstream stores (a face database, a template).
+_WRITE_VERBS = frozenset({"Add", "Create", "Delete", "Update", "Batch", "Merge", "Gen", "Insert", "Remove"})
+# ... and whether the change can lose something already stored (as opposed to adding to it).
+_DESTRUCTIVE_VERBS = frozenset({"Delete", "Remove", "Update", "Merge"})
+
+
+def action_writes(action: str) -> bool:
+    """Whether calling `action` changes state kept upstream ("AddFace" does, "DetectFace" does not)."""
+    words = action_words(action)
+    return bool(words) and words[0] in _WRITE_VERBS
+
+
+def action_destroys(action: str) -> bool:
+    """Whether calling `action` can delete or overwrite state kept upstream ("DeleteFace", "UpdateFaceEntity")."""
+    words = action_words(action)
+    return bool(words) and words[0] in _DESTRUCTIVE_VERBS
+
+
 def kebab(action: str) -> str:
     return "-".join(word.lower() for word in action_words(action))
 
@@ -327,7 +345,7 @@ def service_spec(product: str, version: str, action: str, api: dict, curated: di
     keys = ", ".join(sorted(properties)) or "none"
     description = (f"Use this visual AI API when the task needs {need}. Send the schema keys exactly as listed "
                    f"({keys}); required parameters: {', '.join(required) or 'none'}.")
-    writes = words[0] in {"Add", "Create", "Delete", "Update", "Batch", "Merge", "Gen", "Insert", "Remove"}
+    writes = action_writes(action)
     keywords = [action, f"阿里云{info.label_zh} {title}", *info.keywords, *(w.lower() for w in words),
                 *curated.get("keywords", [])]
     return {

@@ -42,6 +42,14 @@ PAYMENT_FAILURES = [
     "api key is not allowed to call this service",
 ]
 
+# How an MCP client pays, in one sentence for every document that explains it (MCP instructions, discovery).
+MCP_PAYMENT = (
+    'A paid tool called without payment returns isError with structuredContent.status "payment_required" and '
+    'x402 accepts[]: pay one of them and call the tool again with the PaymentPayload in '
+    'params._meta["x402/payment"], or pass a paid payment token as the paymentToken argument; the receipt comes '
+    'back in result._meta["x402/payment-response"].'
+)
+
 TOKEN_USAGE = {
     "header": "X-Payment-Token",
     "mcpArgument": "paymentToken",

@@ -119,7 +119,9 @@ class _Purchase:
 
 def _pay_x402(service: Service, api_key: ApiKey | None, header: str | None, document) -> _Purchase:
     def refuse(status_code: int, code: str, message: str) -> _Refused:
-        if status_code == status.HTTP_402_PAYMENT_REQUIRED:
+        # x402's MCP transport has no 400: a payload it cannot read is refused like one that does not pay.
+        if status_code == status.HTTP_402_PAYMENT_REQUIRED or (status_code == status.HTTP_400_BAD_REQUEST
+                                                               and document is not None):
             return _payment_required(service, message, code)
         headers = {"Retry-After": "5"} if status_code == status.HTTP_503_SERVICE_UNAVAILABLE else {}
         return _Refused(status_code, {"error": message, "invalidReason": code, "charged": False}, headers)

@@ -32,6 +32,7 @@ from x402.schemas import X402_VERSION, PaymentRequirements
 from catalog.models import Service
 from catalog.selectors import catalog_snapshot
 from payments.challenge import mcp_bazaar_extension, x402_payment_required
+from payments.instructions import MCP_PAYMENT
 
 # x402scan's discovery document version; the bazaar list carries x402Version beside it.
 DISCOVERY_DOCUMENT_VERSION = 1
@@ -80,8 +81,7 @@ def _instructions() -> str:
         "requirement and retry with PAYMENT-SIGNATURE, or buy a token with POST "
         f"{base}/api/payments and retry with X-Payment-Token. "
         f"MCP (Streamable HTTP): {base}{MCP_PATH}; each tool is named by its service id with '_' for '-' "
-        "(celebrity-recognition is celebrity_recognition) and search_services is free; an unpaid call returns "
-        "isError with the x402 PaymentRequired; pay with _meta[\"x402/payment\"] or the paymentToken argument. "
+        f"(celebrity-recognition is celebrity_recognition) and search_services is free. {MCP_PAYMENT} "
         f"OpenAPI: {base}/openapi.json. Search: {base}/api/catalog/search?q=. For language models: {base}/llms.txt."
     )
 

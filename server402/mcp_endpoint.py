@@ -21,6 +21,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from payments.instructions import MCP_PAYMENT
 from payments.selectors import api_key_presented
 from server402 import mcp_tools
 
@@ -56,10 +57,7 @@ def _instructions() -> str:
     mode = ("sandbox mode: results come from a local emulator of Alibaba Cloud and x402 payments are Base "
             "Sepolia test USDC" if settings.SANDBOX else "live mode: Alibaba Cloud results, paid in USDC on Base")
     return (f"Server402 sells single calls of Alibaba Cloud visual-AI actions ({mode}). Find a tool with the free "
-            "search_services tool or tools/list. A paid tool called without payment returns isError with "
-            "structuredContent.status 'payment_required' and x402 accepts[]: pay one of them and call again with the "
-            "PaymentPayload in params._meta['x402/payment'], or pass a paid payment token as the paymentToken "
-            "argument. The receipt comes back in result._meta['x402/payment-response'].")
+            f"search_services tool or tools/list. {MCP_PAYMENT}")
 
 
 class _RpcError(Exception):
@@ -85,13 +83,39 @@ def _error_response(error: _RpcError, request_id=None, *, modern: bool = False) 
     return JsonResponse(_error_body(error, request_id), status=http_status)
 
 
+def _own_origin() -> str:
+    return "{0.scheme}://{0.netloc}".format(urlsplit(settings.PUBLIC_BASE_URL))
+
+
 def _origin_allowed(origin: str | None) -> bool:
     # Browsers send Origin; a page on another site must not drive tools with a visitor's network (DNS rebinding).
-    if origin is None:
+    if origin is None or origin == _own_origin():
         return True
     allowed = settings.MCP_ALLOWED_ORIGINS
-    return "*" in allowed or origin in allowed or origin == "{0.scheme}://{0.netloc}".format(
-        urlsplit(settings.PUBLIC_BASE_URL))
+    return "*" in allowed or origin in allowed
+
+
+_CORS_REQUEST_HEADERS = ("Content-Type, Accept, Authorization, X-API-Key, MCP-Protocol-Version, Mcp-Method, "
+                         "Mcp-Name, Mcp-Session-Id, Last-Event-ID")
+
+
+def _cross_origin(response: HttpResponse, origin: str | None) -> HttpResponse:
+    """Let a browser page on a listed origin (an MCP inspector, a web agent) read the answer."""
+    if origin is not None and origin != _own_origin() and _origin_allowed(origin):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Expose-Headers"] = "X-Server402-Mode"
+    response["Vary"] = "Origin"
+    return response
+
+
+def _preflight(origin: str | None) -> HttpResponse:
+    if not _origin_allowed(origin):
+        return HttpResponse(status=403)
+    response = HttpResponse(status=204)
+    response["Access-Control-Allow-Methods"] = "POST"
+    response["Access-Control-Allow-Headers"] = _CORS_REQUEST_HEADERS
+    response["Access-Control-Max-Age"] = "600"
+    return _cross_origin(response, origin)
 
 
 def _accepts_json(accept: str) -> bool:
@@ -117,12 +141,21 @@ def _read_body(request) -> bytes:
     return body
 
 
+def _valid_id(request_id) -> bool:
+    # MCP allows strings and integers: no null, no booleans, no fractions.
+    return isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool))
+
+
 def _request_id(message: dict):
     request_id = message.get("id")
-    # MCP forbids null ids; JSON-RPC forbids anything but strings and numbers.
-    if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
-        raise _RpcError(INVALID_REQUEST, "id must be a string or a number", http_status=400)
+    if not _valid_id(request_id):
+        raise _RpcError(INVALID_REQUEST, "id must be a string or an integer", http_status=400)
     return request_id
+
+
+def _no_constants(name: str):
+    # Python's json reads NaN and Infinity, which are not JSON and could not be echoed back as JSON.
+    raise ValueError(f"{name} is not JSON")
 
 
 def _envelope_check(message) -> None:
@@ -234,7 +267,7 @@ def _one(request, message, header_version: str | None) -> JsonResponse | HttpRes
     except _RpcError as error:
         error.http_status = 400
         echoed = message.get("id") if isinstance(message, dict) else None
-        return _error_response(error, echoed if isinstance(echoed, str | int) else None)
+        return _error_response(error, echoed if _valid_id(echoed) else None)
     params_meta = (message.get("params") or {}).get("_meta")
     modern = header_version in MODERN_VERSIONS or (
         header_version is None and isinstance(params_meta, dict) and PROTOCOL_VERSION_META_KEY in params_meta)
@@ -282,11 +315,18 @@ def _batch(request, messages: list) -> JsonResponse | HttpResponse:
 @csrf_exempt
 def mcp_endpoint(request):
     """POST one JSON-RPC message (or, at 2025-03-26, a batch); GET and DELETE are 405 (no streams, no sessions)."""
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return _preflight(origin)
+    return _cross_origin(_answer(request, origin), origin)
+
+
+def _answer(request, origin: str | None) -> HttpResponse:
     if request.method != "POST":
         response = HttpResponse(status=405)
         response["Allow"] = "POST"
         return response
-    if not _origin_allowed(request.headers.get("Origin")):
+    if not _origin_allowed(origin):
         return _error_response(_RpcError(INVALID_REQUEST, "Origin is not allowed to use this MCP endpoint",
                                           http_status=403))
     if not _accepts_json(request.headers.get("Accept") or "application/json"):
@@ -298,7 +338,7 @@ def mcp_endpoint(request):
     try:
         raw = _read_body(request)
         try:
-            message = json.loads(raw)
+            message = json.loads(raw, parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise _RpcError(PARSE_ERROR, "Parse error: the body is not JSON", http_status=400) from None
         if isinstance(message, list):

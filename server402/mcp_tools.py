@@ -18,6 +18,7 @@ import threading
 from django.conf import settings
 from rest_framework import status
 
+from catalog.aliyun_metadata import action_destroys, action_writes
 from catalog.api.serializers import SearchQuerySerializer
 from catalog.envelope import ENVELOPE_SCHEMA
 from catalog.models import Service
@@ -67,9 +68,9 @@ def _service_tool(service: Service, payment_required: dict) -> dict:
         "outputSchema": {"type": "object", "anyOf": [service.output_schema or ENVELOPE_SCHEMA, payment_required]},
         "annotations": {
             "title": service.name,
-            # The catalog marks an action cacheable only when calling it changes nothing upstream.
-            "readOnlyHint": service.cacheable,
-            "destructiveHint": service.upstream_action.startswith(("Delete", "Remove")),
+            # Hosts ask before calling a tool that is not read-only, and warn harder before a destructive one.
+            "readOnlyHint": not action_writes(service.upstream_action),
+            "destructiveHint": action_destroys(service.upstream_action),
             "idempotentHint": service.idempotent,
             "openWorldHint": True,
         },
@@ -167,15 +168,28 @@ def _result(structured: dict, *, is_error: bool, meta: dict | None = None) -> di
     return result
 
 
+def _input_error(message: str, field: str | None, **details) -> dict:
+    return _result({"status": "error", "httpStatus": status.HTTP_400_BAD_REQUEST, "error": message, "field": field,
+                    **details}, is_error=True)
+
+
 def _search(arguments: dict) -> dict:
     unknown = sorted(set(arguments) - {"query", "limit", "category"})
     if unknown:
-        return _result({"error": f"unknown argument {unknown[0]!r}; search_services takes query, limit, category",
-                        "field": unknown[0]}, is_error=True)
-    serializer = SearchQuerySerializer(data={"q": arguments.get("query", ""), **{
+        return _input_error(f"unknown argument {unknown[0]!r}; search_services takes query, limit, category",
+                            unknown[0])
+    if "query" not in arguments:
+        return _input_error("query is required", "query")
+    serializer = SearchQuerySerializer(data={"q": arguments["query"], **{
         key: arguments[key] for key in ("limit", "category") if key in arguments}})
     if not serializer.is_valid():
-        return _result(validation_error_body(serializer.errors), is_error=True)
+        problem = validation_error_body(serializer.errors)
+        if problem["field"] == "q":
+            # The HTTP API's parameter is q and its messages name it; this tool's argument is query.
+            problem.update(field="query", error=f"query{problem['error'].removeprefix('q')}",
+                           details={"query": problem["details"]["q"]})
+        return _input_error(**{"message": problem["error"], "field": problem["field"],
+                               "details": problem["details"]})
     params = serializer.validated_data
     return _result(catalog_search(query=params["q"], limit=params["limit"], category=params["category"] or None),
                    is_error=False)
@@ -192,6 +206,9 @@ def _answer_result(service: Service, answer: ToolAnswer) -> dict:
     if answer.status == status.HTTP_402_PAYMENT_REQUIRED:
         # The bazaar's MCP shape: discovery services list the tool under /mcp, not the HTTP route.
         structured = {"status": "payment_required", **answer.body, "extensions": mcp_bazaar_extension(service)}
+        if PAYMENT_RESPONSE_META_KEY in meta:
+            # A failed settlement: the x402 MCP transport reports it inside the PaymentRequired too.
+            structured[PAYMENT_RESPONSE_META_KEY] = meta[PAYMENT_RESPONSE_META_KEY]
         return _result(structured, is_error=True, meta=meta)
     structured = {"status": "error", "httpStatus": answer.status, **answer.body}
     if "Retry-After" in answer.headers:
@@ -226,8 +243,7 @@ def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
     arguments = None if arguments is None else dict(arguments)
     token = arguments.pop(PAYMENT_TOKEN_ARGUMENT, None) if arguments is not None else None
     if token is not None and not isinstance(token, str):
-        return _result({"status": "error", "httpStatus": 400, "error": f"{PAYMENT_TOKEN_ARGUMENT} must be a string",
-                        "field": PAYMENT_TOKEN_ARGUMENT}, is_error=True)
+        return _input_error(f"{PAYMENT_TOKEN_ARGUMENT} must be a string", PAYMENT_TOKEN_ARGUMENT)
     answer = paid_call_run(reference=service.id, arguments=arguments, api_key=api_key, payment_token=token or None,
                            payment_payload=(meta or {}).get(PAYMENT_META_KEY))
     return _answer_result(service, answer)

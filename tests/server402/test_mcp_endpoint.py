@@ -4,6 +4,7 @@ Results are checked against the official MCP schema of the version spoken (mcp_t
 """
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from eth_account import Account
@@ -60,6 +61,20 @@ def call(client, name, arguments, *, meta=None, version="2025-11-25", headers=No
     params = {"name": name, **({"arguments": arguments} if arguments is not None else {}),
               **({"_meta": meta} if meta else {})}
     return result(rpc(client, "tools/call", params, version=version, headers=headers), "tools/call", version)
+
+
+@pytest.fixture
+def buyer(make_key, paid_token):
+    """A key's paid one-call token for celebrity_recognition, its bearer header, and a check it was not used."""
+    key, secret = make_key()
+    payment, token = paid_token("celebrity-recognition", key)
+
+    def untouched():
+        payment.refresh_from_db()
+        assert payment.used_calls == 0
+        assert not ToolCall.objects.exists() and not X402Authorization.objects.exists()
+
+    return SimpleNamespace(token=token, headers={"Authorization": f"Bearer {secret}"}, untouched=untouched)
 
 
 @pytest.fixture
@@ -135,20 +150,22 @@ def test_it_refuses_what_is_not_json_rpc_over_json(client):
 
 
 @pytest.mark.parametrize("version", ["2099-01-01", "2024-11-05", "junk"])
-def test_it_refuses_a_protocol_version_it_does_not_serve(client, version):
-    answer = error(rpc(client, "tools/list", version=version), 400, -32022)
+def test_it_refuses_a_protocol_version_it_does_not_serve(client, version, buyer):
+    params = {"name": "celebrity_recognition", "arguments": {**BODY, "paymentToken": buyer.token}}
+    answer = error(rpc(client, "tools/call", params, version=version, headers=buyer.headers), 400, -32022)
 
     assert answer["error"]["data"] == {"requested": version, "supported": [
         "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]}
+    buyer.untouched()
 
 
-def test_it_refuses_a_request_over_its_size_limit(client, nothing_charged):
-    padding = "x" * 1_000_000
-    response = call_raw = rpc(client, "tools/call", {"name": "celebrity_recognition",
-                                                     "arguments": {**BODY, "pad": padding}})
+def test_it_refuses_a_request_over_its_size_limit(client, buyer):
+    arguments = {**BODY, "paymentToken": buyer.token, "pad": "x" * 1_000_000}
+    response = rpc(client, "tools/call", {"name": "celebrity_recognition", "arguments": arguments},
+                   headers=buyer.headers)
 
-    assert error(call_raw, 413, -32600)["error"]["message"].startswith("request body is too large")
-    assert response["Content-Type"] == "application/json"
+    assert error(response, 413, -32600)["error"]["message"].startswith("request body is too large")
+    buyer.untouched()
 
 
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-11-25", MODERN])
@@ -206,15 +223,18 @@ def test_it_refuses_a_stateless_request_without_its_envelope(client):
     ({"MCP-Protocol-Version": None}, "MCP-Protocol-Version header does not match"),
     ({"Mcp-Method": "tools/list"}, "Mcp-Method header does not match"),
     ({"Mcp-Method": None}, "Mcp-Method header does not match"),
-    ({"Mcp-Name": "celebrity_recognition"}, "Mcp-Name header does not match"),
+    ({"Mcp-Name": "scene_recognition"}, "Mcp-Name header does not match"),
 ])
-def test_it_refuses_headers_that_disagree_with_the_body(client, headers, message, nothing_charged):
-    params = {"name": "search_services", "arguments": {"query": "face"}, "_meta": CLIENT_META}
-    routing = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "search_services", **headers}
+def test_it_refuses_headers_that_disagree_with_the_body(client, headers, message, buyer):
+    params = {"name": "celebrity_recognition", "arguments": {**BODY, "paymentToken": buyer.token},
+              "_meta": CLIENT_META}
+    routing = {"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "celebrity_recognition",
+               **headers}
     response = post(client, {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params},
-                    {name: value for name, value in routing.items() if value is not None})
+                    {**buyer.headers, **{name: value for name, value in routing.items() if value is not None}})
 
     assert message in error(response, 400, -32020)["error"]["message"]
+    buyer.untouched()
 
 
 def test_it_refuses_an_envelope_naming_a_version_it_does_not_serve(client):
@@ -251,23 +271,26 @@ def test_it_lists_every_published_service_as_a_valid_tool(client, version):
     assert payment_required["properties"]["status"]["const"] == "payment_required"
     assert celebrity["annotations"] == {"title": celebrity["title"], "readOnlyHint": True, "destructiveHint": False,
                                         "idempotentHint": True, "openWorldHint": True}
-    assert tools["face_database_delete_face"]["annotations"]["destructiveHint"] is True
-    assert tools["face_database_delete_face"]["annotations"]["readOnlyHint"] is False
+    hints = {name: (tools[name]["annotations"]["readOnlyHint"], tools[name]["annotations"]["destructiveHint"])
+             for name in ("face_database_delete_face", "face_database_update_entity", "face_database_add_face",
+                          "face_database_list")}
+    assert hints == {"face_database_delete_face": (False, True), "face_database_update_entity": (False, True),
+                     "face_database_add_face": (False, False), "face_database_list": (True, False)}
 
 
 def test_it_pages_the_tool_list_with_an_opaque_cursor(client, settings):
+    whole = [tool["name"] for tool in result(rpc(client, "tools/list"), "tools/list", "2025-11-25")["tools"]]
     settings.MCP_TOOLS_PAGE_SIZE = 10
-    names, cursor, pages = [], None, 0
+    pages, cursor = [], None
     while True:
         page = result(rpc(client, "tools/list", {"cursor": cursor} if cursor else {}), "tools/list", "2025-11-25")
-        names += [tool["name"] for tool in page["tools"]]
-        pages += 1
+        pages.append([tool["name"] for tool in page["tools"]])
         cursor = page.get("nextCursor")
         if not cursor:
             break
 
-    assert names == sorted(names) and len(names) == len(set(names)) == pages * 10 - (10 - len(names) % 10) % 10
-    assert pages == -(-len(names) // 10) > 1
+    assert [name for page in pages for name in page] == whole == sorted(whole)
+    assert [len(page) for page in pages] == [10] * (len(whole) // 10) + [len(whole) % 10]
     error(rpc(client, "tools/list", {"cursor": "not a cursor"}), 200, -32602)
     error(rpc(client, "tools/list", {"cursor": 5}), 200, -32602)
 
@@ -321,15 +344,17 @@ def test_an_unpaid_call_is_payment_required_with_x402_accepts_and_the_same_json_
                                                                           "streamable-http")
 
 
-def test_input_errors_are_tool_errors_with_the_http_messages(client, api, nothing_charged):
+def test_input_errors_are_tool_errors_with_the_http_messages(client, api, buyer):
     for arguments in ({}, {"ImageURL": "not-a-url"}, {"ImageURL": 5}, {**BODY, "Extra": 1}):
         http = api.post("/api/tools/celebrity-recognition", arguments, format="json").json()
 
-        answer = call(client, "celebrity_recognition", arguments)
+        answer = call(client, "celebrity_recognition", {**arguments, "paymentToken": buyer.token},
+                      headers=buyer.headers)
 
         assert answer["isError"] is True
         assert answer["structuredContent"]["error"] == http["error"]
         assert answer["structuredContent"]["httpStatus"] == 400
+    buyer.untouched()
 
 
 @pytest.mark.parametrize("version", ["2025-11-25", MODERN])
@@ -343,10 +368,15 @@ def test_it_answers_an_unknown_tool_with_invalid_params(client, version):
 
 
 @pytest.mark.parametrize("arguments", [[], "ImageURL", 3])
-def test_it_answers_arguments_that_are_not_an_object_with_invalid_params(client, arguments, nothing_charged):
-    response = rpc(client, "tools/call", {"name": "celebrity_recognition", "arguments": arguments})
+def test_it_answers_arguments_that_are_not_an_object_with_invalid_params(client, arguments, upstream_emulator):
+    payment = _payload(client)
+    params = {"name": "celebrity_recognition", "arguments": arguments, "_meta": {"x402/payment": payment}}
 
-    assert error(response, 200, -32602)["error"]["message"] == "params.arguments must be an object"
+    assert error(rpc(client, "tools/call", params), 200, -32602)["error"]["message"] == \
+        "params.arguments must be an object"
+    assert not X402Authorization.objects.exists() and not ToolCall.objects.exists()
+    # The payment was not spent: it still pays for a call.
+    assert not call(client, "celebrity_recognition", BODY, meta={"x402/payment": payment})["isError"]
 
 
 def test_a_token_pays_and_a_token_of_another_tool_does_not(client, make_key, paid_token, upstream_emulator):
@@ -411,11 +441,13 @@ def test_a_payment_for_another_network_is_refused_before_anything_is_charged(cli
     ({"x402Version": 2}, '_meta["x402/payment"] is not an x402 v2 PaymentPayload'),
     ({"payload": {}}, '_meta["x402/payment"] has no x402Version'),
 ])
-def test_a_malformed_payment_in_meta_is_an_error_naming_it(client, payment, message, nothing_charged):
+def test_a_malformed_payment_in_meta_is_payment_required_naming_it(client, payment, message, nothing_charged):
     answer = call(client, "celebrity_recognition", BODY, meta={"x402/payment": payment})
 
-    assert answer["isError"] and answer["structuredContent"]["httpStatus"] == 400
-    assert answer["structuredContent"]["error"].startswith(message)
+    # x402's MCP transport has no 400: an unreadable payment is answered like one that does not pay.
+    refused = answer["structuredContent"]
+    assert answer["isError"] and refused["status"] == "payment_required" and refused["accepts"]
+    assert refused["invalidReason"] == "invalid_payload" and refused["error"].startswith(message)
 
 
 def test_meta_that_is_not_an_object_is_invalid_params(client):
@@ -424,19 +456,22 @@ def test_meta_that_is_not_an_object_is_invalid_params(client):
     error(response, 200, -32602)
 
 
-def test_a_disabled_tool_says_so_and_charges_nothing(client, nothing_charged):
+def test_a_disabled_tool_says_so_and_charges_nothing(client, buyer):
     Service.objects.filter(id="celebrity-recognition").update(enabled=False)
 
-    answer = call(client, "celebrity_recognition", BODY)
+    answer = call(client, "celebrity_recognition", {**BODY, "paymentToken": buyer.token}, headers=buyer.headers)
 
     assert answer["isError"] and answer["structuredContent"]["httpStatus"] == 503
     assert "disabled by the operator" in answer["structuredContent"]["error"]
+    buyer.untouched()
 
 
-def test_an_api_key_is_read_from_the_http_headers(client, nothing_charged):
-    answer = call(client, "celebrity_recognition", BODY, headers={"Authorization": "Bearer s402_nope"})
+def test_an_api_key_is_read_from_the_http_headers(client, buyer):
+    answer = call(client, "celebrity_recognition", {**BODY, "paymentToken": buyer.token},
+                  headers={"Authorization": "Bearer s402_nope"})
 
     assert answer["isError"] and answer["structuredContent"]["httpStatus"] == 401
+    buyer.untouched()
 
 
 def test_a_call_without_arguments_asks_for_the_price_and_with_a_token_is_bad_input(client, nothing_charged):
@@ -445,3 +480,83 @@ def test_a_call_without_arguments_asks_for_the_price_and_with_a_token_is_bad_inp
 
     assert unpaid["isError"] and unpaid["structuredContent"]["status"] == "payment_required"
     assert with_token["isError"] and with_token["structuredContent"]["error"] == "ImageURL is required"
+
+
+def test_a_failed_settlement_withholds_the_result_and_reports_inside_the_payment_required(client, upstream_emulator,
+                                                                                          monkeypatch):
+    from x402.schemas import SettleResponse
+
+    from payments import facilitators
+
+    real = facilitators.facilitator()
+
+    class Refusing:
+        name = real.name
+        verify = real.verify
+
+        def settle(self, payload, requirements):
+            return SettleResponse(success=False, error_reason="insufficient_funds", transaction="",
+                                  network=requirements.network)
+
+    payment = _payload(client)
+    monkeypatch.setattr(facilitators, "facilitator", lambda: Refusing())
+
+    answer = call(client, "celebrity_recognition", BODY, meta={"x402/payment": payment})
+
+    refused = answer["structuredContent"]
+    assert answer["isError"] and refused["status"] == "payment_required" and "data" not in refused
+    assert refused["x402/payment-response"] == answer["_meta"]["x402/payment-response"]
+    assert refused["x402/payment-response"]["success"] is False
+    assert refused["invalidReason"] == "insufficient_funds"
+    assert ToolCall.objects.get().outcome == "settlement_failed"
+
+
+@pytest.mark.parametrize("version", [MODERN, "2099-01-01"])
+def test_notifications_in_the_stateless_era_are_acknowledged_only_at_a_served_version(client, version):
+    response = post(client, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}},
+                    {"MCP-Protocol-Version": version, "Mcp-Method": "notifications/cancelled"})
+
+    if version == MODERN:
+        assert response.status_code == 202 and response.content == b""
+    else:
+        error(response, 400, -32022)
+
+
+@pytest.mark.parametrize("raw", ['{"jsonrpc": "2.0", "id": NaN, "method": "ping"}',
+                                 '{"jsonrpc": "2.0", "id": 1e400, "method": "ping"}'])
+def test_it_refuses_numbers_that_json_cannot_echo(client, raw):
+    response = post(client, raw)
+
+    assert response.status_code == 400 and response.json()["id"] is None
+
+
+@pytest.mark.parametrize("request_id", [1.5, True, {"a": 1}])
+def test_it_refuses_ids_that_are_not_strings_or_integers_without_echoing_them(client, request_id):
+    answer = error(post(client, {"jsonrpc": "2.0", "id": request_id, "method": "ping"}), 400, -32600)
+
+    assert answer["id"] is None
+
+
+def test_a_listed_browser_origin_gets_a_preflight_and_cors_headers(client, settings):
+    settings.MCP_ALLOWED_ORIGINS = ["https://inspector.example"]
+
+    preflight = client.options("/mcp", headers={"Origin": "https://inspector.example",
+                                                "Access-Control-Request-Method": "POST"})
+    refused = client.options("/mcp", headers={"Origin": "https://evil.example",
+                                              "Access-Control-Request-Method": "POST"})
+    answered = rpc(client, "ping", headers={"Origin": "https://inspector.example"})
+
+    assert preflight.status_code == 204 and preflight["Access-Control-Allow-Origin"] == "https://inspector.example"
+    assert "MCP-Protocol-Version" in preflight["Access-Control-Allow-Headers"]
+    assert refused.status_code == 403 and "Access-Control-Allow-Origin" not in refused
+    assert answered["Access-Control-Allow-Origin"] == "https://inspector.example"
+
+
+def test_search_services_names_its_own_arguments_in_errors(client):
+    missing = call(client, "search_services", {"limit": 3})
+    too_long = call(client, "search_services", {"query": "x" * 10_000})
+
+    assert missing["isError"] and missing["structuredContent"]["error"] == "query is required"
+    assert too_long["isError"] and too_long["structuredContent"]["field"] == "query"
+    assert too_long["structuredContent"]["error"].startswith("query must be at most")
+    assert too_long["structuredContent"]["httpStatus"] == 400
