@@ -294,7 +294,9 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
         key = _authorize(service, api_key)
         if arguments is None and not (payment_token or payment_signature or payment_payload is not None):
             raise _payment_required(service, challenge.PAYMENT_REQUIRED)
-        _validate(service, {} if arguments is None else arguments)
+        # Paid, a missing body is an empty one: valid for a tool without required parameters.
+        arguments = {} if arguments is None else arguments
+        _validate(service, arguments)
         purchase = _pay(service, key, payment_token, payment_signature, payment_payload)
     except _Refused as refused:
         if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:

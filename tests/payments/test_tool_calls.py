@@ -332,3 +332,15 @@ def test_a_paid_post_without_a_body_is_still_bad_input_and_charges_nothing(api, 
 
     assert response.status_code == 400 and response.json()["error"] == "ImageURL is required"
     _untouched(payment, key)
+
+
+def test_a_paid_post_without_a_body_calls_a_tool_that_needs_no_arguments(api, upstream_emulator, make_key,
+                                                                         paid_token):
+    key, secret = make_key()
+    payment, token = paid_token("public-figure-recognition", key)
+
+    response = _post(api, "/api/tools/public-figure-recognition", raw="", token=token, key=secret)
+
+    assert response.status_code == 200, response.json()
+    payment.refresh_from_db()
+    assert payment.used_calls == 1
