@@ -167,6 +167,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_htmx",
     "catalog",
     "payments",
@@ -280,6 +281,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "EXCEPTION_HANDLER": "server402.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+# /openapi.json (catalog/openapi.py): the /api/ views, with one path per published tool.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Server402",
+    "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
+    "PREPROCESSING_HOOKS": ["catalog.openapi.api_endpoints_only"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "catalog.openapi.tool_paths"],
+    # The tool paths come from the catalog's rows; `check --deploy` must not need a migrated database.
+    # The document's validity is tested instead (tests/catalog/test_openapi.py).
+    "ENABLE_DJANGO_DEPLOY_CHECK": False,
 }
 
 # --- Celery -----------------------------------------------------------------

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from catalog.api.views import OpenApiDocumentApi
 from catalog.emulator import aliyun_emulator
 from server402.mcp_endpoint import mcp_endpoint
 
@@ -17,6 +18,7 @@ dashboard = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("catalog.api.urls")),
+    path("openapi.json", OpenApiDocumentApi.as_view(), name="openapi"),
     path("sandbox/aliyun/<slug:product>/", aliyun_emulator),
     path("api/", include("payments.api.urls")),
     path("dashboard/", include(dashboard)),

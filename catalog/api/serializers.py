@@ -1,8 +1,13 @@
+from collections.abc import Callable, Iterable
+
 from django.conf import settings
-from rest_framework import serializers
+from rest_framework import serializers, status
 
 from catalog.models import SERVICE_REFERENCE_PATTERN, Service
 from catalog.selectors import search_categories, service_categories
+from server402.api_errors import ApiError
+
+DRAFTS_FOR_OPERATORS_ONLY = "only operators can list draft services"
 
 
 def _limit_messages(maximum: int) -> dict:
@@ -18,6 +23,23 @@ def _known_category(value: str, known) -> str:
     return value
 
 
+class CatalogChoiceField(serializers.CharField):
+    """A filter naming something the catalog has (a category): blank for any.
+
+    `documented_choices` gives the values the catalog has now, for the OpenAPI
+    document's enum (catalog.openapi); the serializer checks the value itself,
+    because what is known can depend on other parameters.
+    """
+
+    def __init__(self, *, documented_choices: Callable[[], Iterable[str]], **kwargs):
+        self.documented_choices = documented_choices
+        super().__init__(required=False, allow_blank=True, default="", **kwargs)
+
+
+def _published_categories() -> set[str]:
+    return service_categories(state=Service.State.PUBLISHED)
+
+
 class SearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(
         required=False, allow_blank=True, trim_whitespace=True, default="",
@@ -28,7 +50,7 @@ class SearchQuerySerializer(serializers.Serializer):
         required=False, default=10, min_value=1, max_value=settings.CATALOG_SEARCH_MAX_LIMIT,
         error_messages=_limit_messages(settings.CATALOG_SEARCH_MAX_LIMIT),
     )
-    category = serializers.CharField(required=False, allow_blank=True, default="")
+    category = CatalogChoiceField(documented_choices=search_categories)
 
     def validate(self, data):
         _known_category(data["category"], search_categories())
@@ -36,7 +58,9 @@ class SearchQuerySerializer(serializers.Serializer):
 
 
 class ServiceListQuerySerializer(serializers.Serializer):
-    category = serializers.CharField(required=False, allow_blank=True, default="")
+    """The list's filters; `context["operator"]` says whether the caller may list drafts."""
+
+    category = CatalogChoiceField(documented_choices=_published_categories)
     state = serializers.ChoiceField(choices=Service.State.choices, required=False, default=Service.State.PUBLISHED)
     limit = serializers.IntegerField(
         required=False, default=100, min_value=1, max_value=500, error_messages=_limit_messages(500)
@@ -48,6 +72,9 @@ class ServiceListQuerySerializer(serializers.Serializer):
     )
 
     def validate(self, data):
+        # Refused before the category is checked: the refusal must not list the drafts' categories.
+        if data["state"] == Service.State.DRAFT and not self.context.get("operator"):
+            raise ApiError(DRAFTS_FOR_OPERATORS_ONLY, status_code=status.HTTP_403_FORBIDDEN)
         _known_category(data["category"], service_categories(state=data["state"]))
         return data
 

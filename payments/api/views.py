@@ -1,14 +1,17 @@
 """The paid call and the legacy payments API: parse, call one service, render."""
 
 import json
+import re
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from x402.http.utils import encode_payment_response_header
 
+from catalog import openapi
 from catalog.selectors import closest_service_ids, service_resolve
 from payments import challenge, x402_gateway
 from payments import services as payment_services
@@ -24,7 +27,11 @@ from payments.selectors import (
 )
 from server402.api_errors import ApiError
 
-_PAYMENT_ID_LENGTH = 36
+# What credentials.payment_id_generate() makes.
+_PAYMENT_ID = re.compile(r"pay_[0-9a-f]{32}")
+_PAYMENT_ID_PARAMETER = OpenApiParameter("payment_id", str, OpenApiParameter.PATH,
+                                         pattern=f"^{_PAYMENT_ID.pattern}$",
+                                         description="The paymentId of POST /api/payments.")
 
 
 def _json_body(request):
@@ -60,6 +67,39 @@ class ToolCallApi(APIView):
 
     parser_classes: list = []
 
+    # The template of every tool's operation: catalog.openapi lists one path per published tool.
+    @extend_schema(
+        request={"application/json": {"type": "object"}},
+        parameters=[
+            openapi.PAYMENT_SIGNATURE, openapi.PAYMENT_TOKEN,
+            openapi.response_header("X-Payment-Remaining-Calls", codes=[200], required=True),
+            openapi.response_header("PAYMENT-RESPONSE", codes=[200, 400, 402, 502, 503, 504]),
+            openapi.response_header("PAYMENT-REQUIRED", codes=[402], required=True),
+            openapi.response_header("X-Payment-Required", codes=[402], required=True),
+            openapi.response_header("Retry-After", codes=[429], required=True),
+            openapi.response_header("Retry-After", codes=[503]),
+        ],
+        responses={
+            200: OpenApiResponse(openapi.schema_ref("ToolResult"),
+                                 description="The tool's result; PAYMENT-RESPONSE is the x402 receipt."),
+            400: openapi.error("The arguments do not fit the input schema (the sentence names the parameter), the "
+                               "body is not a JSON object or is too large, PAYMENT-SIGNATURE cannot be read, or "
+                               "the upstream refused the input (its code in `code`). Nothing is charged unless "
+                               "`charged` says so (then retryToken pays the retry)."),
+            401: openapi.error("The API key is unknown or revoked, or this tool requires one."),
+            402: openapi.payment_required("Payment required, or the payment sent was refused (the reason in error "
+                                          "and invalidReason). The body and PAYMENT-REQUIRED say how to pay."),
+            403: openapi.error("The API key is not allowed to call this tool."),
+            404: openapi.error("The tool is not published (any more)."),
+            429: openapi.error("The API key's rate limit or daily quota is used up: wait Retry-After seconds."),
+            502: openapi.error("The upstream failed, or refused this server's credentials. Nothing is charged "
+                               "unless `charged` says so (then retryToken pays the retry)."),
+            503: openapi.error("The tool is disabled by the operator, the upstream is throttling, the x402 "
+                               "facilitator did not answer, or no upstream credentials are configured."),
+            504: openapi.error("The upstream did not answer in time. Nothing is charged unless `charged` says so."),
+        },
+        extensions={openapi.TOOL_TEMPLATE: True},
+    )
     def post(self, request, service_id):
         answer = paid_call_run(
             reference=service_id,
@@ -85,7 +125,8 @@ def _api_key(request, *, required: bool) -> ApiKey | None:
 
 def _payment(payment_id: str) -> Payment:
     payment = None
-    if payment_id.startswith("pay_") and len(payment_id) == _PAYMENT_ID_LENGTH:
+    # Checked before the query: an id PostgreSQL cannot even store (a NUL byte) is simply not found.
+    if _PAYMENT_ID.fullmatch(payment_id):
         payment = Payment.objects.select_related("service", "client").filter(pk=payment_id).first()
     if payment is None:
         raise ApiError("payment not found", status_code=status.HTTP_404_NOT_FOUND)
@@ -95,6 +136,17 @@ def _payment(payment_id: str) -> Payment:
 class PaymentCreateApi(APIView):
     """POST /api/payments {serviceId, providerId?}: a pending payment with its token."""
 
+    @extend_schema(
+        operation_id="create_payment", summary="Create a payment (legacy token flow)", tags=["payments"],
+        description="A pending payment for calls of one tool, with its token: pay it (POST .../pay), then send "
+                    "the token as X-Payment-Token. The price is copied from the tool's pricing policy.",
+        request={"application/json": openapi.schema_ref("PaymentCreateRequest")}, auth=openapi.API_KEY_OPTIONAL,
+        responses={201: OpenApiResponse(openapi.schema_ref("PaymentRecord"), description="The pending payment."),
+                   400: openapi.error("The body is not a JSON object, has unknown fields, or a field is wrong."),
+                   401: openapi.error("The API key is unknown or revoked, or the tool's policy requires one."),
+                   403: openapi.error("The API key is not allowed to call this tool."),
+                   404: openapi.error("No published tool has this serviceId; closestIds suggests some.")},
+    )
     def post(self, request):
         if not isinstance(request.data, dict):
             raise ApiError("request body must be a JSON object")
@@ -119,6 +171,14 @@ class PaymentCreateApi(APIView):
 class PaymentDetailApi(APIView):
     """GET /api/payments/<paymentId>: status and remaining calls; the token only for its client."""
 
+    @extend_schema(
+        operation_id="get_payment", summary="Verify a payment", tags=["payments"],
+        parameters=[_PAYMENT_ID_PARAMETER], auth=openapi.API_KEY_OPTIONAL,
+        responses={200: OpenApiResponse(openapi.schema_ref("PaymentRecord"),
+                                        description="Its status and remaining calls; the token for its client."),
+                   401: openapi.error("The API key is unknown or revoked."),
+                   404: openapi.error("No such payment.")},
+    )
     def get(self, request, payment_id):
         payment = _payment(payment_id)
         return Response(payment_record(payment, viewer=_api_key(request, required=False)))
@@ -149,6 +209,33 @@ class PaymentPayApi(APIView):
     payment's requirements, so any x402 client completes it on its own.
     """
 
+    @extend_schema(
+        operation_id="pay_payment", summary="Pay a payment", tags=["payments"],
+        description="`{\"method\": \"balance\"}` pays from the API key's prepaid balance; `{\"method\": \"x402\"}` "
+                    "(the default with PAYMENT-SIGNATURE) pays with x402: without the header the answer is a 402 "
+                    "with the payment's requirements (its whole price), so any x402 client completes it.",
+        request={"application/json": openapi.schema_ref("PaymentPayRequest")}, auth=openapi.API_KEY_OPTIONAL,
+        parameters=[
+            _PAYMENT_ID_PARAMETER, openapi.PAYMENT_SIGNATURE,
+            openapi.response_header("PAYMENT-RESPONSE", codes=[200, 402]),
+            openapi.response_header("PAYMENT-REQUIRED", codes=[402]),
+            openapi.response_header("X-Payment-Required", codes=[402]),
+            openapi.response_header("Retry-After", codes=[503]),
+        ],
+        responses={
+            200: OpenApiResponse(openapi.schema_ref("PaymentRecord"),
+                                 description="Paid; PAYMENT-RESPONSE is the x402 receipt."),
+            400: openapi.error("method is unknown, or PAYMENT-SIGNATURE cannot be read."),
+            401: openapi.error("The API key is unknown or revoked, or paying from a balance without one."),
+            402: OpenApiResponse(
+                {"anyOf": [openapi.schema_ref("PaymentRequired"), openapi.schema_ref("Error")]},
+                description="x402: the payment's requirements, or why the payment sent was refused; "
+                            "balance: the balance is too low (balanceCents)."),
+            404: openapi.error("No such payment."),
+            409: openapi.error("The payment cannot be paid: already paid, expired, or another client's."),
+            503: openapi.error("The x402 facilitator did not answer; nothing was charged."),
+        },
+    )
     def post(self, request, payment_id):
         signature = request.headers.get("PAYMENT-SIGNATURE") or None
         data = request.data if isinstance(request.data, dict) else {}
