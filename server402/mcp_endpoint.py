@@ -17,13 +17,13 @@ import tomllib
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from payments.instructions import MCP_PAYMENT
 from payments.selectors import api_key_presented
 from server402 import mcp_tools
+from server402.request_bodies import BodyRefused, bounded_body
 
 HANDSHAKE_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
 MODERN_VERSIONS = ("2026-07-28",)
@@ -124,21 +124,10 @@ def _accepts_json(accept: str) -> bool:
 
 
 def _read_body(request) -> bytes:
-    limit = settings.MCP_MAX_BODY_BYTES
-    too_large = _RpcError(INVALID_REQUEST, f"request body is too large: at most {limit} bytes", http_status=413)
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise _RpcError(INVALID_REQUEST, "Content-Length is not a number", http_status=400) from None
-    if declared > limit:
-        raise too_large
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(body) > limit:
-        raise too_large
-    return body
+        return bounded_body(request, settings.MCP_MAX_BODY_BYTES)
+    except BodyRefused as refused:
+        raise _RpcError(INVALID_REQUEST, refused.message, http_status=413 if refused.too_large else 400) from None
 
 
 def _valid_id(request_id) -> bool:

@@ -4,7 +4,6 @@ import json
 import re
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -26,6 +25,7 @@ from payments.selectors import (
     payment_record,
 )
 from server402.api_errors import ApiError
+from server402.request_bodies import BodyRefused, bounded_body
 
 # What credentials.payment_id_generate() makes.
 _PAYMENT_ID = re.compile(r"pay_[0-9a-f]{32}")
@@ -36,20 +36,10 @@ _PAYMENT_ID_PARAMETER = OpenApiParameter("payment_id", str, OpenApiParameter.PAT
 
 def _json_body(request):
     """The request body as JSON, refusing oversized and malformed bodies with a sentence."""
-    limit = settings.TOOL_CALL_MAX_BODY_BYTES
-    too_large = ApiError(f"request body is too large: at most {limit} bytes")
     try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise ApiError("Content-Length is not a number") from None
-    if declared > limit:
-        raise too_large
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
+        raw = bounded_body(request, settings.TOOL_CALL_MAX_BODY_BYTES)
+    except BodyRefused as refused:
+        raise ApiError(refused.message) from None
     if not raw.strip():
         return None  # no body at all: an unpaid one is a price enquiry (see paid_call_run)
     try:
