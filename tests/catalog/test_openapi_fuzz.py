@@ -89,8 +89,9 @@ def live_api(live_server, settings, monkeypatch):
 
 
 @pytest.fixture
-def real_signatures(live_api, x402_payer):
+def real_signatures(live_api, x402_payer, committed_db):
     """A schema-valid PAYMENT-SIGNATURE on a tool call becomes one that pays for that call."""
+    # committed_db first: after an earlier transactional test's flush, it is what brings the catalog back.
     # Read here: the engine's threads must not open database connections of their own.
     required = {service.id: encode_payment_required_header(challenge.x402_payment_required(service))
                 for service in Service.objects.select_related("pricing_policy")}

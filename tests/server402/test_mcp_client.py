@@ -6,6 +6,7 @@ then 2026-07-28) and "2026-07-28" (stateless from the first request); it offers 
 its newest handshake version is turned back, the one knob it has for older servers.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import anyio
@@ -52,7 +53,9 @@ def _run(scenario, server, mode, headers=None):
                 Client(streamable_http_client(f"{server}/mcp", http_client=http), mode=mode) as client:
             return await scenario(client)
 
-    return anyio.run(connected)
+    # A thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(anyio.run, connected).result()
 
 
 async def _tool_names(client) -> list[str]:
