@@ -45,8 +45,8 @@ class _Refused(Exception):
         self.answer = ToolAnswer(status_code, body, headers or {})
 
 
-def _resolve(reference: str) -> Service:
-    service = service_lookup(reference)
+def _resolve(reference: str, service: Service | None) -> Service:
+    service = service or service_lookup(reference)
     if service is None:
         raise _Refused(status.HTTP_404_NOT_FOUND, {
             "error": f"service {reference!r} not found", "closestIds": closest_service_ids(reference)})
@@ -276,7 +276,8 @@ def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
 
 
 def paid_call_run(*, reference: str, arguments, api_key: str | None = None, payment_token: str | None = None,
-                  payment_signature: str | None = None, payment_payload=None) -> ToolAnswer:
+                  payment_signature: str | None = None, payment_payload=None,
+                  service: Service | None = None) -> ToolAnswer:
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
     `arguments` is the parsed JSON body (anything: it is validated here), or
@@ -286,11 +287,11 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     `api_key`, `payment_token` and `payment_signature` (the PAYMENT-SIGNATURE
     header) are the raw credentials; `payment_payload` is an x402 PaymentPayload
     already decoded from JSON (MCP's `_meta["x402/payment"]`). An x402 payment
-    is used before a token.
+    is used before a token. A caller that has read the service row already
+    (MCP, to tell an unknown tool apart) passes it as `service`.
     """
-    service = None
     try:
-        service = _resolve(reference)
+        service = _resolve(reference, service)
         key = _authorize(service, api_key)
         if arguments is None and not (payment_token or payment_signature or payment_payload is not None):
             raise _payment_required(service, challenge.PAYMENT_REQUIRED)

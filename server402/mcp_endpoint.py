@@ -17,7 +17,7 @@ import tomllib
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from payments.instructions import MCP_PAYMENT
@@ -78,9 +78,14 @@ def _error_body(error: _RpcError, request_id=None) -> dict:
     return {"jsonrpc": "2.0", "id": request_id, "error": body}
 
 
-def _error_response(error: _RpcError, request_id=None, *, modern: bool = False) -> JsonResponse:
+def _json(body, *, status: int = 200) -> HttpResponse:
+    # Descriptions carry Chinese; as UTF-8 rather than \u escapes the tool list is a sixth smaller.
+    return HttpResponse(json.dumps(body, ensure_ascii=False), status=status, content_type="application/json")
+
+
+def _error_response(error: _RpcError, request_id=None, *, modern: bool = False) -> HttpResponse:
     http_status = error.http_status or (_MODERN_ERROR_STATUS.get(error.code, 200) if modern else 200)
-    return JsonResponse(_error_body(error, request_id), status=http_status)
+    return _json(_error_body(error, request_id), status=http_status)
 
 
 def _own_origin() -> str:
@@ -250,7 +255,7 @@ def _modern_check(request, message: dict) -> str:
     return version
 
 
-def _one(request, message, header_version: str | None) -> JsonResponse | HttpResponse:
+def _one(request, message, header_version: str | None) -> HttpResponse:
     try:
         _envelope_check(message)
     except _RpcError as error:
@@ -279,10 +284,10 @@ def _one(request, message, header_version: str | None) -> JsonResponse | HttpRes
         if is_notification and error.http_status is None:
             error.http_status = 400
         return _error_response(error, request_id, modern=modern)
-    return JsonResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return _json({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
-def _batch(request, messages: list) -> JsonResponse | HttpResponse:
+def _batch(request, messages: list) -> HttpResponse:
     """A 2025-03-26 batch: each request answered in turn, notifications acknowledged by omission."""
     if not messages or len(messages) > BATCH_LIMIT:
         return _error_response(_RpcError(INVALID_REQUEST, f"a batch holds 1 to {BATCH_LIMIT} messages",
@@ -298,7 +303,7 @@ def _batch(request, messages: list) -> JsonResponse | HttpResponse:
             answers.append(json.loads(response.content))
     if not answers:
         return HttpResponse(status=202)
-    return JsonResponse(answers, safe=False)
+    return _json(answers)
 
 
 @csrf_exempt

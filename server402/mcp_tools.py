@@ -244,6 +244,6 @@ def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
     token = arguments.pop(PAYMENT_TOKEN_ARGUMENT, None) if arguments is not None else None
     if token is not None and not isinstance(token, str):
         return _input_error(f"{PAYMENT_TOKEN_ARGUMENT} must be a string", PAYMENT_TOKEN_ARGUMENT)
-    answer = paid_call_run(reference=service.id, arguments=arguments, api_key=api_key, payment_token=token or None,
-                           payment_payload=(meta or {}).get(PAYMENT_META_KEY))
+    answer = paid_call_run(reference=service.id, service=service, arguments=arguments, api_key=api_key,
+                           payment_token=token or None, payment_payload=(meta or {}).get(PAYMENT_META_KEY))
     return _answer_result(service, answer)
