@@ -43,6 +43,7 @@ from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 import catalog_history  # noqa: E402
 import dashboard_pages  # noqa: E402
 import health_runs  # noqa: E402
+import mcp_throughput  # noqa: E402
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
 import x402_throughput  # noqa: E402
 
@@ -136,6 +137,8 @@ def search() -> None:
 BENCHES = {
     "search": (search, "catalog search latency, 62 and 10,000 services (BENCH_ROUNDS)"),
     "paid_call": (paid_call.main, "paid call overhead through gunicorn (BENCH_CALLS, BENCH_PROFILE)"),
+    "mcp": (mcp_throughput.main, "MCP tools/list and token-paid tools/call per second against their HTTP twins "
+            "(BENCH_MCP_CONNECTIONS, BENCH_MCP_ROUNDS, BENCH_MCP_SECONDS, BENCH_PROFILE)"),
     "health_runs": (health_runs.main, "a health run over 1,000 services (BENCH_HEALTH_SERVICES)"),
     "catalog_history": (catalog_history.main, "catalog with 1,000,000 stored results (BENCH_HISTORY_RESULTS)"),
     "dashboard_pages": (dashboard_pages.main, "overview and services pages with 1,000,000 results and calls "
