@@ -372,12 +372,7 @@ def report(groups: dict, figures: dict, machine: Machine, every: list, failures:
     print(f"\n{machine.note()}\nFailed requests: {sum(s.failure_count for s in every)} of "
           f"{sum(s.requests for s in every)} timed (warm-ups checked too); this section took {seconds:.0f} s "
           "(test database, two servers and warm-up included)")
-    if failures:
-        for failure in failures[:10]:
-            print(f"  {failure}")
-        for name, tail in log_tails.items():
-            print(f"\n{name}: its log ends with:\n{tail}")
-        raise SystemExit(f"MCP bench: {len(failures)} failed answers or records (must be 0)")
+    x402_throughput.fail_on(failures, log_tails, bench="MCP bench")
 
 if __name__ == "__main__":
     standalone.run(main, _own_var_dir)

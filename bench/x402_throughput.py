@@ -372,12 +372,18 @@ def report(challenges: dict, paid: dict, failures: list[str], log_tails: dict, s
     print(f"\nratio: of the totals (lowest-highest of the {ROUNDS} rounds). Failed requests: "
           f"{sum(s.failure_count for s in every)} of {sum(s.requests for s in every)} timed (warm-ups checked too); "
           f"this section took {seconds:.0f} s (test database, four servers, signing and warm-up included)")
-    if failures:
-        for failure in failures[:10]:
-            print(f"  {failure}")
-        for name, tail in log_tails.items():
-            print(f"\n{name}: its log ends with:\n{tail}")
-        raise SystemExit(f"x402 throughput bench: {len(failures)} failed answers or records (must be 0)")
+    fail_on(failures, log_tails, bench="x402 throughput bench")
+
+
+def fail_on(failures: list[str], log_tails: dict[str, str], *, bench: str) -> None:
+    """Print the first failures and the servers' logs, and fail `make bench`, if anything failed."""
+    if not failures:
+        return
+    for failure in failures[:10]:
+        print(f"  {failure}")
+    for name, tail in log_tails.items():
+        print(f"\n{name}: its log ends with:\n{tail}")
+    raise SystemExit(f"{bench}: {len(failures)} failed answers or records (must be 0)")
 
 
 if __name__ == "__main__":
