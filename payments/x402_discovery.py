@@ -29,6 +29,7 @@ from django.conf import settings
 from x402.extensions.bazaar import DiscoveryResource
 from x402.schemas import X402_VERSION, PaymentRequirements
 
+from catalog.documents import absolute_url
 from catalog.models import Service
 from catalog.selectors import catalog_snapshot
 from payments.challenge import mcp_bazaar_extension, x402_payment_required
@@ -40,7 +41,7 @@ MCP_PATH = "/mcp"
 
 
 def mcp_endpoint() -> str:
-    return f"{settings.PUBLIC_BASE_URL}{MCP_PATH}"
+    return absolute_url(MCP_PATH)
 
 
 def _last_updated(service: Service) -> str:
