@@ -194,6 +194,11 @@ def longest_call_seconds() -> float:
         settings.ALIBABA_CLOUD_CONNECT_TIMEOUT + settings.ALIBABA_CLOUD_READ_TIMEOUT + BACKOFF_CAP_SECONDS)
 
 
+def longest_service_call_seconds() -> float:
+    """The longest a synchronous call_service() can take: an async action's submission, wait and last poll."""
+    return 2 * longest_call_seconds() + settings.ALIBABA_CLOUD_ASYNC_WAIT_SECONDS
+
+
 def _backoff(attempt: int) -> float:
     # Full jitter keeps many callers from retrying in step.
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
@@ -253,9 +258,107 @@ def call(*, product: str, version: str, action: str, method: str = "POST",
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def call_service(service, arguments: dict, *, attempts: int | None = None) -> UpstreamAnswer:
-    """Call the upstream action a catalog service is bound to, with the caller's arguments."""
+# GetAsyncJobResult's statuses (seed 003): still running, done, and the failures with the kind each one is.
+ASYNC_RUNNING = ("QUEUING", "PROCESSING")
+ASYNC_SUCCEEDED = "PROCESS_SUCCESS"
+ASYNC_FAILED = {"PROCESS_FAILED": "server", "TIMEOUT_FAILED": "timeout", "LIMIT_RETRY_FAILED": "server"}
+# Polls that may fail in a row (each already retried by call()) before the job is given up.
+POLL_FAILURES_ALLOWED = 3
+
+
+def parsed_result(result):
+    """GetAsyncJobResult's Result is a JSON string (sometimes a JSON string of one): the object it holds."""
+    for _ in range(3):
+        if not isinstance(result, str) or result.strip()[:1] not in ("{", "[", '"'):
+            return result
+        try:
+            result = json.loads(result)
+        except ValueError:
+            return result
+    return result
+
+
+def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: float, progress=None,
+                   started: float | None = None, attempts: int = 0) -> UpstreamAnswer:
+    """Poll GetAsyncJobResult for `job_id` until it ends, with doubling intervals; the result's answer.
+
+    PROCESS_SUCCESS answers `{"RequestId": job_id, "Data": <Result parsed>}`;
+    the failed statuses, a job still running after `wait_seconds`, and polls
+    failing POLL_FAILURES_ALLOWED times in a row raise UpstreamError.
+    `progress(job_id, status)` hears every status read, and may raise to stop.
+    """
+    started = time.monotonic() if started is None else started
+    deadline = time.monotonic() + wait_seconds
+    interval = settings.ALIBABA_CLOUD_POLL_SECONDS
+    failures = 0
+    while True:
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        try:
+            # GET: a poll is safe to repeat, so call() retries it on a timeout too.
+            answer = call(product=product, version=version, action="GetAsyncJobResult", method="GET",
+                          query={"JobId": job_id})
+        except UpstreamError as error:
+            attempts += error.attempts
+            failures += 1
+            if error.kind in ("client", "auth", "unconfigured") or failures >= POLL_FAILURES_ALLOWED:
+                error.request_id = error.request_id or job_id
+                error.latency_ms, error.attempts = round((time.monotonic() - started) * 1000), attempts
+                raise
+        else:
+            attempts += answer.attempts
+            failures = 0
+            data = answer.body.get("Data") if isinstance(answer.body.get("Data"), dict) else {}
+            status = str(data.get("Status") or "")
+            if progress is not None:
+                progress(job_id, status)
+            latency_ms = round((time.monotonic() - started) * 1000)
+            if status == ASYNC_SUCCEEDED:
+                return UpstreamAnswer(200, job_id, {"RequestId": job_id, "Data": parsed_result(data.get("Result"))},
+                                      latency_ms, attempts)
+            if status in ASYNC_FAILED:
+                code = str(data.get("ErrorCode") or status)
+                kind = "client" if classify(400, code) == "client" else ASYNC_FAILED[status]
+                detail = data.get("ErrorMessage") or code
+                raise UpstreamError(kind, f"the upstream job ended in {status}: {detail}", code=code,
+                                    request_id=job_id, latency_ms=latency_ms, attempts=attempts)
+            if status not in ASYNC_RUNNING:
+                raise UpstreamError("server", f"the upstream reported the job in an unknown status {status!r}",
+                                    request_id=job_id, latency_ms=latency_ms, attempts=attempts)
+        if time.monotonic() >= deadline:
+            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {wait_seconds:.0f} s",
+                                code="AsyncJobTimeout", request_id=job_id,
+                                latency_ms=round((time.monotonic() - started) * 1000), attempts=attempts)
+        interval = min(interval * 2, settings.ALIBABA_CLOUD_POLL_MAX_SECONDS)
+
+
+def call_service(service, arguments: dict, *, attempts: int | None = None, wait_seconds: float | None = None,
+                 progress=None, resume_job_id: str = "") -> UpstreamAnswer:
+    """Call the upstream action a catalog service is bound to, with the caller's arguments.
+
+    An async action's job is submitted, then polled until it ends (at most
+    `wait_seconds`, ALIBABA_CLOUD_ASYNC_WAIT_SECONDS by default): the answer is
+    the job's result, never the bare job id. `progress(job_id, status)` hears
+    the submission ("SUBMITTED") and each poll; `resume_job_id` polls a job
+    submitted before (by a worker that died) instead of submitting again.
+    """
     method = service.upstream_method or "POST"
-    query, form = request_parameters(method, service.upstream_parameters or {}, arguments)
-    return call(product=service.upstream_product, version=service.upstream_version,
-                action=service.upstream_action, method=method, query=query, form=form, attempts=attempts)
+    started = time.monotonic()
+    if not service.upstream_async:
+        query, form = request_parameters(method, service.upstream_parameters or {}, arguments)
+        return call(product=service.upstream_product, version=service.upstream_version,
+                    action=service.upstream_action, method=method, query=query, form=form, attempts=attempts)
+    used = 0
+    job_id = resume_job_id
+    if not job_id:
+        query, form = request_parameters(method, service.upstream_parameters or {}, arguments)
+        submitted = call(product=service.upstream_product, version=service.upstream_version,
+                         action=service.upstream_action, method=method, query=query, form=form, attempts=attempts)
+        job_id, used = submitted.request_id, submitted.attempts
+        if not job_id:
+            raise UpstreamError("server", "the upstream accepted the job without a RequestId to poll it by",
+                                latency_ms=submitted.latency_ms, attempts=used)
+        if progress is not None:
+            progress(job_id, "SUBMITTED")
+    return async_job_wait(product=service.upstream_product, version=service.upstream_version, job_id=job_id,
+                          wait_seconds=settings.ALIBABA_CLOUD_ASYNC_WAIT_SECONDS if wait_seconds is None
+                          else wait_seconds, progress=progress, started=started, attempts=used)

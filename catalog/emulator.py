@@ -10,7 +10,9 @@ or with an error body shaped like Alibaba's. Async actions are queued and then
 reported by GetAsyncJobResult as QUEUING, PROCESSING and PROCESS_SUCCESS.
 
 Reserved image URLs on the host `sandbox.invalid` make failures reproducible
-from outside: /error/<Code>, /slow/<milliseconds> and /reset.
+from outside: /error/<Code>, /slow/<milliseconds> and /reset; for an async
+action, /job/<FinalStatus>[/<ErrorCode>] ends its job in PROCESS_FAILED,
+TIMEOUT_FAILED or LIMIT_RETRY_FAILED, and /job/stuck keeps it PROCESSING.
 """
 
 import copy
@@ -46,6 +48,9 @@ RPC_COMMON = ("AccessKeyId", "Signature", "SignatureMethod", "SignatureVersion",
               "Action", "Version")
 # Successive GetAsyncJobResult polls of one job; the last one repeats.
 JOB_STATUSES = ("QUEUING", "PROCESSING", "PROCESS_SUCCESS")
+# The ends a reserved /job/<Status> URL can give a job instead (seed 003, GetAsyncJobResult).
+JOB_FAILURES = ("PROCESS_FAILED", "TIMEOUT_FAILED", "LIMIT_RETRY_FAILED")
+JOB_STUCK = "stuck"
 ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 URL_NAME = re.compile(r"(URL|Url|url)$")
 
@@ -129,7 +134,7 @@ def aliyun_emulator(request: HttpRequest, product: str) -> JsonResponse:
         call = authenticate(request)
         spec = resolve_action(product, call.action, call.version)
         check_parameters(spec, call.params)
-        apply_reserved_urls(call.params)
+        apply_reserved_urls(call.params, async_action=spec["async"])
         return json_response(success_body(product, call, spec, request_id))
     except AliyunError as error:
         return error_response(error, product, request_id)
@@ -323,10 +328,25 @@ def reserved_paths(params: dict[str, str]) -> list[str]:
     return paths
 
 
-def apply_reserved_urls(params: dict[str, str]) -> None:
-    """Sleep for /slow/<ms>, raise for /error/<Code> and /reset; other paths cannot be downloaded."""
+def reserved_job_end(params: dict[str, str]) -> tuple[str, str]:
+    """(final status, error code) a reserved /job/... URL asks of an async job; ("", "") for none."""
     for path in reserved_paths(params):
         kind, _, argument = path.strip("/").partition("/")
+        status, _, code = argument.partition("/")
+        if kind == "job" and (status in JOB_FAILURES or status == JOB_STUCK):
+            return status, code if ERROR_CODE.fullmatch(code) else ""
+    return "", ""
+
+
+def apply_reserved_urls(params: dict[str, str], *, async_action: bool = False) -> None:
+    """Sleep for /slow/<ms>, raise for /error/<Code> and /reset; other paths cannot be downloaded.
+
+    /job/... is left to the async job it describes (see reserved_job_end).
+    """
+    for path in reserved_paths(params):
+        kind, _, argument = path.strip("/").partition("/")
+        if kind == "job" and async_action:
+            continue
         if kind == "slow" and argument.isdigit():
             time.sleep(min(int(argument), SLOW_CAP_MS) / 1000)
         elif kind == "error" and ERROR_CODE.fullmatch(argument):
@@ -363,7 +383,8 @@ def success_body(product: str, call: SignedCall, spec: dict, request_id: str) ->
         return job_result(product, call.params["JobId"], request_id)
     example = copy.deepcopy(spec["example"])
     if spec["async"]:
-        job_submit(product, call.action, example.get("Data", {}), request_id)
+        end, code = reserved_job_end(call.params)
+        job_submit(product, call.action, example.get("Data", {}), request_id, end=end, code=code)
         # As the metadata's XML example shows: the submit answers only its id (the JobId) and a note.
         return {"RequestId": request_id, **({"Message": example["Message"]} if "Message" in example else {})}
     return {"RequestId": request_id, **{key: value for key, value in example.items() if key != "RequestId"}}
@@ -373,8 +394,9 @@ def job_key(job_id: str) -> str:
     return f"sandbox-aliyun:job:{hashlib.sha256(job_id.encode()).hexdigest()}"
 
 
-def job_submit(product: str, action: str, data: dict, job_id: str) -> None:
-    cache.set(job_key(job_id), {"product": product, "action": action, "data": data}, timeout=JOB_SECONDS)
+def job_submit(product: str, action: str, data: dict, job_id: str, *, end: str = "", code: str = "") -> None:
+    cache.set(job_key(job_id), {"product": product, "action": action, "data": data, "end": end, "code": code},
+              timeout=JOB_SECONDS)
 
 
 def job_polls(job_id: str) -> int:
@@ -398,9 +420,15 @@ def job_result(product: str, job_id: str, request_id: str) -> dict:
     if job is None or product not in (job["product"], "viapi"):
         raise AliyunError(400, "InvalidParameter", f"Specified parameter JobId is not valid: no job {job_id}.")
     status = JOB_STATUSES[min(job_polls(job_id), len(JOB_STATUSES)) - 1]
+    end = job.get("end", "")
+    if status == "PROCESS_SUCCESS" and end:
+        status = "PROCESSING" if end == JOB_STUCK else end
     data = {"JobId": job_id, "Status": status}
     if status == "PROCESS_SUCCESS":
         data["Result"] = json.dumps(job["data"], ensure_ascii=False, separators=(",", ":"))
+    elif status in JOB_FAILURES:
+        data["ErrorCode"] = job.get("code") or status
+        data["ErrorMessage"] = DOCUMENTED_ERRORS.get(data["ErrorCode"], (0, f"The job ended in {status}."))[1]
     return {"RequestId": request_id, "Data": data}
 
 

@@ -67,7 +67,52 @@ ERROR_SCHEMA = {
                                                         "(the payment settled before the upstream failed)."},
         "retry": {"type": "string", "description": "How to use retryToken."},
         "balanceCents": {"type": "integer", "description": "The API key's prepaid balance."},
+        "httpStatus": {"type": "integer", "description": "In a failed job: what a synchronous call would have "
+                                                         "answered."},
+        "settlement": {"type": "string", "enum": ["unknown"],
+                       "description": "The x402 settlement's outcome is unknown; the operator reconciles it."},
     },
+}
+
+_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+JOB_STATUSES = ["queued", "processing", "succeeded", "failed", "not_found"]
+JOB_RECORD_SCHEMA = {
+    "type": "object",
+    "description": "An async job (`Prefer: respond-async`): queued, processing, then succeeded with `result` "
+                   "or failed with `error` (nothing charged unless `charged`). not_found: unknown, expired, or "
+                   "not the caller's.",
+    "required": ["jobId", "status"],
+    "properties": {
+        "jobId": {"type": "string", "pattern": "^job_[0-9a-f]{32}$"},
+        "status": {"type": "string", "enum": JOB_STATUSES},
+        "serviceId": _STRING,
+        "statusUrl": {"type": "string", "description": "Where to read it: GET with the same API key or X-Job-Secret."},
+        "createdAt": _TIMESTAMP, "startedAt": _TIMESTAMP, "finishedAt": _TIMESTAMP,
+        "expiresAt": {**_TIMESTAMP, "description": "When the finished job's result is deleted."},
+        "attempts": {"type": "integer", "minimum": 0, "description": "Times a worker started it."},
+        "charged": {"type": "boolean", "description": "Whether the caller paid for it."},
+        "result": {"anyOf": [_ref("schemas", "ToolResult"), {"type": "null"}],
+                   "description": "Seed 001's answer, as a synchronous call returns it."},
+        "error": {"anyOf": [_ref("schemas", "Error"), {"type": "null"}],
+                  "description": "Why it failed: the body a synchronous call would have answered, with httpStatus."},
+        "upstream": {"type": "object", "description": "The upstream's own job (async actions).",
+                     "properties": {"jobId": _STRING, "status": _STRING}},
+        "paymentResponse": {"type": "string", "description": "The x402 receipt (PAYMENT-RESPONSE) once settled."},
+        "retryAfterSeconds": {"type": "integer", "minimum": 0, "description": "While it is not finished."},
+    },
+}
+JOB_ACCEPTED_SCHEMA = {
+    **JOB_RECORD_SCHEMA,
+    "description": "202: the call is paid for and queued. Keep jobSecret: with it (X-Job-Secret), or with the "
+                   "API key it was submitted with, GET statusUrl reads the job.",
+    "required": ["jobId", "status", "statusUrl", "jobSecret", "retryAfterSeconds"],
+    "properties": {**JOB_RECORD_SCHEMA["properties"],
+                   "jobSecret": {"type": "string", "description": "Reads this job; shown only here."}},
+}
+JOB_LIST_SCHEMA = {
+    "type": "object",
+    "required": ["jobs"],
+    "properties": {"jobs": {"type": "array", "items": _ref("schemas", "JobRecord")}},
 }
 
 PAYMENT_RECORD = {
@@ -249,6 +294,9 @@ def _schemas() -> dict:
         "PaymentCreateRequest": _payment_create_request(),
         "PaymentPayRequest": PAYMENT_PAY_REQUEST,
         "ToolResult": {**ENVELOPE_SCHEMA, "description": "Seed 001's answer: the upstream's result under data."},
+        "JobRecord": JOB_RECORD_SCHEMA,
+        "JobAccepted": JOB_ACCEPTED_SCHEMA,
+        "JobList": JOB_LIST_SCHEMA,
     }
 
 
@@ -270,6 +318,9 @@ _HEADERS = {
     "X-Payment-Remaining-Calls": _header("Calls left on the payment that paid this one.",
                                          {"type": "integer", "minimum": 0}),
     "Retry-After": _header("Seconds to wait before trying again.", {"type": "integer", "minimum": 0}),
+    "Location": _header("The job's status URL.", {"type": "string"}),
+    "Preference-Applied": _header("`respond-async`: the call was queued as a job.",
+                                  {"type": "string", "enum": ["respond-async"]}),
     "X-Server402-Mode": _header("sandbox or live: a sandbox answer never passes for a live one.",
                                 {"type": "string", "enum": ["sandbox", "live"]}),
 }
@@ -303,6 +354,12 @@ PAYMENT_SIGNATURE = OpenApiParameter(
 PAYMENT_TOKEN = OpenApiParameter(
     "X-Payment-Token", type=str, location=OpenApiParameter.HEADER, required=False,
     description="A paid payment's token (POST /api/payments, then pay it): one call of it pays this call.")
+
+
+PREFER = OpenApiParameter(
+    "Prefer", type=str, location=OpenApiParameter.HEADER, required=False,
+    description="`respond-async` (RFC 7240): after the same checks and payment, answer 202 with a job to read "
+                "later instead of waiting for the result. Other preferences are ignored.")
 
 
 def error(description: str) -> OpenApiResponse:
@@ -430,7 +487,8 @@ def _add_mode_header(result: dict, components: dict) -> None:
 def _tags(result: dict) -> list[dict]:
     names = sorted({tag for operations in result["paths"].values() for operation in operations.values()
                     for tag in operation.get("tags", [])})
-    described = {"catalog": "Find tools.", "payments": "The legacy payment-token flow."}
+    described = {"catalog": "Find tools.", "payments": "The legacy payment-token flow.",
+                 "jobs": "Results of calls made with `Prefer: respond-async`."}
     return [{"name": name, **({"description": described[name]} if name in described else {})} for name in names]
 
 
@@ -442,6 +500,9 @@ answer is 402: its body and the PAYMENT-REQUIRED header carry x402 v2 requiremen
 Sign one with any x402 client and send the same request again with PAYMENT-SIGNATURE; or buy a payment token \
 (POST /api/payments, then pay it) and send X-Payment-Token. An API key (Authorization: Bearer or X-API-Key) \
 is optional unless a tool says otherwise. Nothing is charged for a refused or failed call.
+
+Send `Prefer: respond-async` to get a job instead of waiting: 202 with statusUrl and jobSecret, then GET \
+/api/jobs/{{job_id}} until it succeeded or failed. A job is settled only once it has a result.
 
 This server runs in {mode} mode; every answer says so in X-Server402-Mode."""
 

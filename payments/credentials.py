@@ -4,6 +4,9 @@ An API key is `s402_<prefix>_<secret>`: the prefix finds the row, the secret
 is kept only as a SHA-256 hash (it has 256 bits of entropy, so a slow hash
 buys nothing) and compared in constant time.
 
+A job secret (`s402job_...`) reads one async job; like an API key's secret it
+is stored only as a hash.
+
 A payment token is `<paymentId>.<mac>`, the MAC an HMAC of the payment id under
 SECRET_KEY: nothing secret is stored, and the bound client can be shown its
 token again. Rotating SECRET_KEY invalidates outstanding tokens.
@@ -49,6 +52,23 @@ def api_key_matches(key: str, stored_hash: str | None) -> bool:
 def payment_id_generate() -> str:
     # 128 random bits: ids cannot be guessed or enumerated.
     return f"pay_{secrets.token_hex(16)}"
+
+
+def job_id_generate() -> str:
+    return f"job_{secrets.token_hex(16)}"
+
+
+JOB_SECRET_PREFIX = "s402job_"
+
+
+def job_secret_generate() -> tuple[str, str]:
+    """(secret, its hash): the secret reads one job; only the hash is stored."""
+    secret = f"{JOB_SECRET_PREFIX}{secrets.token_urlsafe(32)}"
+    return secret, job_secret_hash(secret)
+
+
+def job_secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def payment_token(payment_id: str) -> str:

@@ -6,13 +6,16 @@ It returns a ToolAnswer (status, JSON body, headers) that each caller renders
 in its own protocol; it never raises for a refusal.
 """
 
+import logging
 import time
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from rest_framework import status
 from x402.http.utils import encode_payment_response_header
-from x402.schemas import SettleResponse
+from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
 
 from catalog import aliyun_client
 from catalog.envelope import envelope
@@ -20,10 +23,15 @@ from catalog.input_validation import input_problems
 from catalog.models import PricingPolicy, Service
 from catalog.selectors import closest_service_ids, service_lookup
 from health import services as health_services
+from jobs import selectors as job_selectors
+from jobs import services as job_services
+from jobs.models import Job
 from payments import challenge, credentials, facilitators, rate_limits, x402_gateway
 from payments import services as payment_services
-from payments.models import ApiKey, Payment, ToolCall
+from payments.models import ApiKey, Payment, ToolCall, X402Authorization
 from payments.selectors import ApiKeyRejected, api_key_allows, api_key_authenticate
+
+logger = logging.getLogger(__name__)
 
 API_KEY_REQUIRED = "api key required"
 API_KEY_NOT_ALLOWED = "api key is not allowed to call this service"
@@ -246,20 +254,32 @@ def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, st
     return ToolAnswer(http_status, body, headers, call, settlement)
 
 
-def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
-    """Call the upstream for a reserved purchase; settle x402 before or after, as the payment's policy says."""
+def _run(service: Service, purchase: _Purchase, arguments: dict, *, upstream=None, before_settle=None) -> ToolAnswer:
+    """Call the upstream for a reserved purchase; settle x402 before or after, as the payment's policy says.
+
+    `upstream()` makes the call (by default call_service, waiting for an
+    async action's job); `before_settle()` runs before each settlement and may
+    raise to stop (a job's worker that lost its lease must not move money).
+    """
     started = time.monotonic()
     payment, x402 = purchase.payment, purchase.x402
     settlement = None
-    if x402 is not None and payment.settle_mode == PricingPolicy.SettleMode.SETTLE_FIRST:
+    if x402 is not None and x402.ledger.status == X402Authorization.Status.SETTLED:
+        # Settled by an earlier attempt of the same job (settle_first, or a worker that died after settling).
+        settlement = x402_gateway.x402_recorded_settlement(x402)
+    if x402 is not None and settlement is None and payment.settle_mode == PricingPolicy.SettleMode.SETTLE_FIRST:
+        if before_settle is not None:
+            before_settle()
         settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
         if not settlement.success:
             return _settlement_failed(service, purchase, settlement, started)
     try:
-        answer = aliyun_client.call_service(service, arguments)
+        answer = upstream() if upstream is not None else aliyun_client.call_service(service, arguments)
     except aliyun_client.UpstreamError as error:
         return _upstream_failed(purchase, error, started, settlement)
     if x402 is not None and settlement is None:
+        if before_settle is not None:
+            before_settle()
         settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
         if not settlement.success:
             return _settlement_failed(service, purchase, settlement, started, answer.request_id)
@@ -275,9 +295,26 @@ def _run(service: Service, purchase: _Purchase, arguments: dict) -> ToolAnswer:
     return ToolAnswer(status.HTTP_200_OK, body, headers, call, settlement)
 
 
+def _job_accepted(service: Service, key: ApiKey | None, purchase: _Purchase, arguments: dict) -> ToolAnswer:
+    """202: the paid call is queued as a job; the answer says where and how to read its result."""
+    x402 = purchase.x402
+    created = job_services.job_create(
+        service=service, api_key=key, call=purchase.call, arguments=arguments,
+        x402_payload=x402.payload.model_dump(mode="json", by_alias=True, exclude_none=True) if x402 else None,
+        x402_requirements=x402.requirements.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if x402 else None,
+    )
+    body = {**job_selectors.job_record(created.job), "jobSecret": created.secret}
+    headers = {"Location": body["statusUrl"], "Retry-After": str(settings.JOB_RETRY_AFTER_SECONDS),
+               "Preference-Applied": "respond-async"}
+    if x402 is None:
+        headers["X-Payment-Remaining-Calls"] = str(purchase.payment.max_calls - purchase.payment.used_calls)
+    return ToolAnswer(status.HTTP_202_ACCEPTED, body, headers, purchase.call)
+
+
 def paid_call_run(*, reference: str, arguments, api_key: str | None = None, payment_token: str | None = None,
                   payment_signature: str | None = None, payment_payload=None,
-                  service: Service | None = None) -> ToolAnswer:
+                  service: Service | None = None, respond_async: bool = False) -> ToolAnswer:
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
     `arguments` is the parsed JSON body (anything: it is validated here), or
@@ -289,6 +326,10 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     already decoded from JSON (MCP's `_meta["x402/payment"]`). An x402 payment
     is used before a token. A caller that has read the service row already
     (MCP, to tell an unknown tool apart) passes it as `service`.
+
+    `respond_async` (HTTP `Prefer: respond-async`) makes the same checks and
+    takes the same payment, then answers 202 with a job that a worker runs
+    through paid_job_run; the payment is settled only when it has a result.
     """
     try:
         service = _resolve(reference, service)
@@ -303,7 +344,73 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
         if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:
             health_services.challenge_stats_record(service=service)
         return refused.answer
+    if respond_async:
+        return _job_accepted(service, key, purchase, arguments)
     answer = _run(service, purchase, arguments)
     if answer.call is not None:
         health_services.tool_call_stats_record(call=answer.call)
     return answer
+
+
+def _job_purchase(job: Job) -> _Purchase:
+    """The purchase a job was accepted with, rebuilt from its rows (the worker is another process)."""
+    call = job.call
+    x402 = None
+    if job.x402_payload is not None:
+        ledger = X402Authorization.objects.filter(payment_id=call.payment_id).order_by("-created_at").first()
+        x402 = x402_gateway.X402Settlement(PaymentPayload.model_validate(job.x402_payload),
+                                           PaymentRequirements.model_validate(job.x402_requirements), ledger)
+    return _Purchase(call.payment, call, x402)
+
+
+def _job_refusal(job: Job, purchase: _Purchase) -> tuple[int, str, str] | None:
+    """Why a claimed job must not call the upstream (again): (status, reason, call outcome), or None."""
+    if timezone.now() >= job_services.job_deadline(job):
+        return (status.HTTP_504_GATEWAY_TIMEOUT, f"the job did not finish within {settings.JOB_TIMEOUT_SECONDS} s "
+                f"of its submission; nothing was charged", ToolCall.Outcome.TIMEOUT)
+    if purchase.call.outcome not in (ToolCall.Outcome.IN_PROGRESS, ToolCall.Outcome.SUCCEEDED):
+        return (purchase.call.http_status or status.HTTP_502_BAD_GATEWAY, "an earlier attempt of this job failed",
+                purchase.call.outcome)
+    ledger = purchase.x402.ledger if purchase.x402 else None
+    if ledger is not None and (ledger.status not in (X402Authorization.Status.RESERVED,
+                                                     X402Authorization.Status.SETTLED)
+                               or ledger.status == X402Authorization.Status.RESERVED and job.settling_started_at):
+        return (status.HTTP_502_BAD_GATEWAY, "an earlier attempt of this job was cut off while settling its payment",
+                ToolCall.Outcome.ABANDONED)
+    return None
+
+
+def paid_job_run(*, job_id: str) -> Job | None:
+    """Make the call of a queued job, as paid_call_run would have, and keep its answer on the job.
+
+    The Celery worker's side of `respond_async`. Returns the ended job, or
+    None when it was not this worker's to run (taken, finished, or its lease
+    lost midway to the reaper, which then answers for it).
+    """
+    job = job_services.job_claim(job_id=job_id)
+    if job is None:
+        return None
+    service, purchase = job.service, _job_purchase(job)
+    refusal = _job_refusal(job, purchase)
+    if refusal is not None:
+        http_status, reason, outcome = refusal
+        return job_services.job_fail(job=job, reason=reason, http_status=http_status, outcome=outcome)
+    wait_seconds = max(0.0, (job_services.job_deadline(job) - timezone.now()).total_seconds())
+
+    def progress(upstream_job_id: str, upstream_status: str) -> None:
+        job_services.job_lease_renew(job=job, upstream_job_id=upstream_job_id, upstream_status=upstream_status)
+
+    def upstream():
+        return aliyun_client.call_service(service, job.arguments, wait_seconds=wait_seconds, progress=progress,
+                                          resume_job_id=job.upstream_job_id)
+
+    try:
+        answer = _run(service, purchase, job.arguments, upstream=upstream,
+                      before_settle=lambda: job_services.job_settling(job=job))
+        if answer.call is not None:
+            health_services.tool_call_stats_record(call=answer.call)
+        return job_services.job_finish(job=job, http_status=answer.status, body=answer.body,
+                                       receipt=answer.headers.get("PAYMENT-RESPONSE", ""))
+    except job_services.JobLeaseLost:
+        logger.warning("job %s: this worker's lease ran out; the reaper has it now", job_id)
+        return None

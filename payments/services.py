@@ -452,7 +452,9 @@ def tool_calls_reconcile(*, older_than: timedelta) -> int:
     many were reconciled.
     """
     now = timezone.now()
-    stale = ToolCall.objects.filter(outcome=ToolCall.Outcome.IN_PROGRESS, started_at__lt=now - older_than)
+    # A job's call waits for its worker, however long the queue: the jobs' reaper answers for it.
+    stale = ToolCall.objects.filter(outcome=ToolCall.Outcome.IN_PROGRESS, started_at__lt=now - older_than,
+                                    job__isnull=True)
     reconciled = 0
     for call_id, payment_id in stale.values_list("pk", "payment_id"):
         with transaction.atomic():
@@ -467,3 +469,21 @@ def tool_calls_reconcile(*, older_than: timedelta) -> int:
                     .update(status=X402Authorization.Status.UNKNOWN, error="the call was cut off before it finished")
             reconciled += closed
     return reconciled
+
+
+def tool_call_abandon(*, call: ToolCall, outcome: str, http_status: int, error: str) -> bool:
+    """Close a call that will deliver nothing after all (its job's worker died, its job timed out) and give
+    its payment's call back; False when it had already ended as a failure, and been given back then.
+
+    Unlike tool_call_finish this also takes back a call recorded as succeeded, whose result was lost
+    before it reached anyone: nobody is charged for a result nobody can read.
+    """
+    with transaction.atomic():
+        closed = ToolCall.objects.filter(
+            pk=call.pk, outcome__in=[ToolCall.Outcome.IN_PROGRESS, ToolCall.Outcome.SUCCEEDED],
+        ).update(outcome=outcome, http_status=http_status, amount_cents=0, error=error[:500],
+                 finished_at=timezone.now())
+        if closed and call.payment_id:
+            Payment.objects.filter(pk=call.payment_id, used_calls__gt=0).update(used_calls=F("used_calls") - 1)
+    call.refresh_from_db()
+    return bool(closed)

@@ -96,6 +96,12 @@ def x402_settle(x402: X402Settlement, api_key: ApiKey | None = None) -> SettleRe
     return settlement
 
 
+def x402_recorded_settlement(x402: X402Settlement) -> SettleResponse:
+    """The settlement the ledger already holds (an earlier attempt of the same job settled it)."""
+    ledger = x402.ledger
+    return SettleResponse(success=True, transaction=ledger.transaction, network=ledger.network, payer=ledger.payer)
+
+
 class X402PaymentRefused(Exception):
     """Paying a legacy payment with x402 did not happen; nothing was charged unless `settlement` says so."""
 

@@ -82,6 +82,14 @@ ALIBABA_CLOUD_CONNECT_TIMEOUT = env_float("ALIBABA_CLOUD_CONNECT_TIMEOUT", 5.0, 
 ALIBABA_CLOUD_READ_TIMEOUT = env_float("ALIBABA_CLOUD_READ_TIMEOUT", 10.0, minimum=0.05, maximum=300)
 # Attempts per call, counting the first; only failures that are safe to repeat are retried.
 ALIBABA_CLOUD_ATTEMPTS = env_int("ALIBABA_CLOUD_ATTEMPTS", 3, minimum=1, maximum=10)
+# Async actions (TaggingAdImage...) answer with a job, polled through GetAsyncJobResult: the first poll
+# after this many seconds, each next one twice as late, up to the maximum.
+ALIBABA_CLOUD_POLL_SECONDS = env_float("ALIBABA_CLOUD_POLL_SECONDS", 0.5, minimum=0.01, maximum=60)
+ALIBABA_CLOUD_POLL_MAX_SECONDS = env_float("ALIBABA_CLOUD_POLL_MAX_SECONDS", 10.0, minimum=ALIBABA_CLOUD_POLL_SECONDS,
+                                           maximum=300)
+# How long a synchronous call of an async action waits for its job; past it the caller gets a 504, uncharged
+# (a job, `Prefer: respond-async`, waits up to JOB_TIMEOUT_SECONDS).
+ALIBABA_CLOUD_ASYNC_WAIT_SECONDS = env_float("ALIBABA_CLOUD_ASYNC_WAIT_SECONDS", 30.0, minimum=0.1, maximum=600)
 
 # The sandbox emulator (catalog/emulator.py) accepts only this published key
 # pair, so a sandbox request can never be mistaken for a live one.
@@ -139,6 +147,16 @@ MCP_MAX_BODY_BYTES = env_int("MCP_MAX_BODY_BYTES", 262_144, minimum=4096, maximu
 MCP_TOOLS_PAGE_SIZE = env_int("MCP_TOOLS_PAGE_SIZE", 100, minimum=1, maximum=1000)
 MCP_TOOLS_TTL_SECONDS = env_int("MCP_TOOLS_TTL_SECONDS", 300, minimum=0, maximum=86_400)
 
+# --- Async jobs (`Prefer: respond-async`) -------------------------------------------
+# A finished job's result (or error) is kept this long, then purged: reading it answers not_found.
+JOB_RESULT_TTL_SECONDS = env_int("JOB_RESULT_TTL_SECONDS", 86_400, minimum=60, maximum=30 * 86_400)
+# A job not finished this long after it was submitted fails, uncharged (queue time and upstream time together).
+JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 3600, minimum=10, maximum=7 * 86_400)
+# Times a job is started; one whose worker died is started again until then, and failed after.
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1, maximum=10)
+# Seconds a client is asked to wait between status reads (Retry-After).
+JOB_RETRY_AFTER_SECONDS = env_int("JOB_RETRY_AFTER_SECONDS", 2, minimum=1, maximum=3600)
+
 # --- Health checks and quality ------------------------------------------------
 # Seconds between scheduled health runs over every published service; 0 turns the schedule off.
 HEALTH_CHECK_INTERVAL_SECONDS = env_int("HEALTH_CHECK_INTERVAL_SECONDS", 900, minimum=0, maximum=7 * 86_400)
@@ -172,6 +190,7 @@ INSTALLED_APPS = [
     "catalog",
     "payments",
     "health",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -316,6 +335,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict = {
     "reconcile-abandoned-calls": {"task": "payments.tasks.reconcile_abandoned_calls", "schedule": 300.0},
+    "reap-stalled-jobs": {"task": "jobs.tasks.reap_stalled_jobs", "schedule": 30.0},
+    "purge-expired-jobs": {"task": "jobs.tasks.purge_expired_jobs", "schedule": 600.0},
     "reap-stalled-health-runs": {"task": "health.tasks.reap_stalled_health_runs", "schedule": 60.0},
     "purge-health-history": {"task": "health.tasks.purge_health_history", "schedule": 3600.0},
     # At each hour's start the window's closed hours change: sum them once, before a page asks.

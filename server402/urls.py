@@ -21,6 +21,7 @@ urlpatterns = [
     path("openapi.json", OpenApiDocumentApi.as_view(), name="openapi"),
     path("sandbox/aliyun/<slug:product>/", aliyun_emulator),
     path("api/", include("payments.api.urls")),
+    path("api/", include("jobs.api.urls")),
     path("dashboard/", include(dashboard)),
     path("mcp", mcp_endpoint, name="mcp"),
     path("", include("catalog.urls")),

@@ -14,17 +14,13 @@ from catalog import openapi
 from catalog.selectors import closest_service_ids, service_resolve
 from payments import challenge, x402_gateway
 from payments import services as payment_services
+from payments.api.authentication import request_api_key
 from payments.api.serializers import PaymentCreateSerializer, PaymentPaySerializer
 from payments.models import ApiKey, Payment
-from payments.pipeline import API_KEY_NOT_ALLOWED, API_KEY_REQUIRED, paid_call_run
-from payments.selectors import (
-    ApiKeyRejected,
-    api_key_allows,
-    api_key_authenticate,
-    api_key_presented,
-    payment_record,
-)
+from payments.pipeline import API_KEY_NOT_ALLOWED, paid_call_run
+from payments.selectors import api_key_allows, api_key_presented, payment_record
 from server402.api_errors import ApiError
+from server402.http_preferences import prefers_respond_async
 from server402.request_bodies import BodyRefused, bounded_body
 
 # What credentials.payment_id_generate() makes.
@@ -61,8 +57,11 @@ class ToolCallApi(APIView):
     @extend_schema(
         request={"application/json": {"type": "object"}},
         parameters=[
-            openapi.PAYMENT_SIGNATURE, openapi.PAYMENT_TOKEN,
+            openapi.PAYMENT_SIGNATURE, openapi.PAYMENT_TOKEN, openapi.PREFER,
             openapi.response_header("X-Payment-Remaining-Calls", codes=[200], required=True),
+            openapi.response_header("Location", codes=[202], required=True),
+            openapi.response_header("Retry-After", codes=[202], required=True),
+            openapi.response_header("Preference-Applied", codes=[202], required=True),
             openapi.response_header("PAYMENT-RESPONSE", codes=[200, 400, 402, 502, 503, 504]),
             openapi.response_header("PAYMENT-REQUIRED", codes=[402], required=True),
             openapi.response_header("X-Payment-Required", codes=[402], required=True),
@@ -72,6 +71,9 @@ class ToolCallApi(APIView):
         responses={
             200: OpenApiResponse(openapi.schema_ref("ToolResult"),
                                  description="The tool's result; PAYMENT-RESPONSE is the x402 receipt."),
+            202: OpenApiResponse(openapi.schema_ref("JobAccepted"),
+                                 description="With `Prefer: respond-async`: paid for and queued as a job; read it "
+                                             "at Location (statusUrl). It is settled only once it has a result."),
             400: openapi.error("The arguments do not fit the input schema (the sentence names the parameter), the "
                                "body is not a JSON object or is too large, PAYMENT-SIGNATURE cannot be read, or "
                                "the upstream refused the input (its code in `code`). Nothing is charged unless "
@@ -97,20 +99,9 @@ class ToolCallApi(APIView):
             api_key=api_key_presented(request.headers),
             payment_token=request.headers.get("X-Payment-Token") or None,
             payment_signature=request.headers.get("PAYMENT-SIGNATURE") or None,
+            respond_async=prefers_respond_async(request.headers.get("Prefer")),
         )
         return _response(answer)
-
-
-def _api_key(request, *, required: bool) -> ApiKey | None:
-    presented = api_key_presented(request.headers)
-    if presented is None:
-        if required:
-            raise ApiError(API_KEY_REQUIRED, status_code=status.HTTP_401_UNAUTHORIZED)
-        return None
-    try:
-        return api_key_authenticate(presented)
-    except ApiKeyRejected as rejected:
-        raise ApiError(rejected.reason, status_code=status.HTTP_401_UNAUTHORIZED) from None
 
 
 def _payment(payment_id: str) -> Payment:
@@ -151,7 +142,7 @@ class PaymentCreateApi(APIView):
         if provider_id and provider_id != service.payment_provider_id:
             raise ApiError(f"providerId must be {service.payment_provider_id!r} for this service",
                            field="providerId")
-        api_key = _api_key(request, required=service.pricing_policy.require_api_key)
+        api_key = request_api_key(request, required=service.pricing_policy.require_api_key)
         if api_key is not None and not api_key_allows(api_key, service):
             raise ApiError(API_KEY_NOT_ALLOWED, status_code=status.HTTP_403_FORBIDDEN)
         payment = payment_services.payment_create(service=service, client=api_key, provider_id=provider_id)
@@ -171,7 +162,7 @@ class PaymentDetailApi(APIView):
     )
     def get(self, request, payment_id):
         payment = _payment(payment_id)
-        return Response(payment_record(payment, viewer=_api_key(request, required=False)))
+        return Response(payment_record(payment, viewer=request_api_key(request, required=False)))
 
 
 def _x402_refusal(payment: Payment, refused: x402_gateway.X402PaymentRefused, viewer: ApiKey | None) -> Response:
@@ -233,7 +224,7 @@ class PaymentPayApi(APIView):
         serializer.is_valid(raise_exception=True)
         if serializer.validated_data["method"] == "x402":
             return self._pay_with_x402(request, payment_id, signature)
-        api_key = _api_key(request, required=True)
+        api_key = request_api_key(request, required=True)
         payment = _payment(payment_id)
         try:
             payment = payment_services.payment_pay_from_balance(payment=payment, api_key=api_key)
@@ -247,7 +238,7 @@ class PaymentPayApi(APIView):
         return Response(payment_record(payment, viewer=api_key))
 
     def _pay_with_x402(self, request, payment_id, signature):
-        api_key = _api_key(request, required=False)
+        api_key = request_api_key(request, required=False)
         payment = _payment(payment_id)
         try:
             settlement = x402_gateway.payment_pay_with_x402(payment=payment, api_key=api_key, header=signature)

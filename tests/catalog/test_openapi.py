@@ -10,7 +10,7 @@ from catalog.openapi import openapi_document
 
 pytestmark = pytest.mark.django_db
 
-TOOL_STATUSES = {"200", "400", "401", "402", "403", "404", "429", "502", "503", "504"}
+TOOL_STATUSES = {"200", "202", "400", "401", "402", "403", "404", "429", "502", "503", "504"}
 
 
 def _document(client) -> dict:
@@ -107,7 +107,7 @@ def test_the_payment_headers_and_api_keys_are_documented_and_a_key_is_optional(c
     operation = document["paths"]["/api/tools/celebrity-recognition"]["post"]
     headers = {_resolve(document, parameter)["name"]: _resolve(document, parameter)
                for parameter in operation["parameters"]}
-    assert set(headers) == {"PAYMENT-SIGNATURE", "X-Payment-Token"}
+    assert set(headers) == {"PAYMENT-SIGNATURE", "X-Payment-Token", "Prefer"}
     assert not any(header.get("required") for header in headers.values())
     # `{}` first: calling without any key is how a client gets its 402.
     assert operation["security"] == [{}, {"apiKeyBearer": []}, {"apiKeyHeader": []}]
