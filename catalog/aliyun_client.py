@@ -262,6 +262,8 @@ def call(*, product: str, version: str, action: str, method: str = "POST",
 ASYNC_RUNNING = ("QUEUING", "PROCESSING")
 ASYNC_SUCCEEDED = "PROCESS_SUCCESS"
 ASYNC_FAILED = {"PROCESS_FAILED": "server", "TIMEOUT_FAILED": "timeout", "LIMIT_RETRY_FAILED": "server"}
+# The code of an async job that was still running when its caller stopped waiting.
+ASYNC_JOB_TIMEOUT = "AsyncJobTimeout"
 # Polls that may fail in a row (each already retried by call()) before the job is given up.
 POLL_FAILURES_ALLOWED = 3
 
@@ -317,7 +319,8 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
                                       latency_ms, attempts)
             if status in ASYNC_FAILED:
                 code = str(data.get("ErrorCode") or status)
-                kind = "client" if classify(400, code) == "client" else ASYNC_FAILED[status]
+                # A failure naming the caller's input (an image that cannot be read) is the caller's.
+                kind = "client" if code.startswith(_CLIENT_CODE_PREFIXES) else ASYNC_FAILED[status]
                 detail = data.get("ErrorMessage") or code
                 raise UpstreamError(kind, f"the upstream job ended in {status}: {detail}", code=code,
                                     request_id=job_id, latency_ms=latency_ms, attempts=attempts)
@@ -326,7 +329,7 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
                                     request_id=job_id, latency_ms=latency_ms, attempts=attempts)
         if time.monotonic() >= deadline:
             raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {wait_seconds:.0f} s",
-                                code="AsyncJobTimeout", request_id=job_id,
+                                code=ASYNC_JOB_TIMEOUT, request_id=job_id,
                                 latency_ms=round((time.monotonic() - started) * 1000), attempts=attempts)
         interval = min(interval * 2, settings.ALIBABA_CLOUD_POLL_MAX_SECONDS)
 

@@ -216,7 +216,8 @@ def _failure_message(error: aliyun_client.UpstreamError) -> str:
     if error.kind == "throttled":
         return "the upstream is throttling requests; retry shortly"
     if error.kind == "timeout":
-        return "the upstream did not answer in time"
+        # An async action's job names its own wait; its status may be worth a job (Prefer: respond-async).
+        return error.message if error.code == aliyun_client.ASYNC_JOB_TIMEOUT else "the upstream did not answer in time"
     if error.kind == "unconfigured":
         return "this server has no upstream credentials configured"
     return f"the upstream failed: {error.message}"
