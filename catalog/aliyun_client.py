@@ -303,7 +303,8 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
             attempts += error.attempts
             failures += 1
             if error.kind in ("client", "auth", "unconfigured") or failures >= POLL_FAILURES_ALLOWED:
-                error.request_id = error.request_id or job_id
+                # The job's id is what ties the failure to the caller's call; the poll's own id does not.
+                error.request_id = job_id
                 error.latency_ms, error.attempts = round((time.monotonic() - started) * 1000), attempts
                 raise
         else:
@@ -328,7 +329,7 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
                 raise UpstreamError("server", f"the upstream reported the job in an unknown status {status!r}",
                                     request_id=job_id, latency_ms=latency_ms, attempts=attempts)
         if time.monotonic() >= deadline:
-            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {wait_seconds:.0f} s",
+            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {wait_seconds:g} s",
                                 code=ASYNC_JOB_TIMEOUT, request_id=job_id,
                                 latency_ms=round((time.monotonic() - started) * 1000), attempts=attempts)
         interval = min(interval * 2, settings.ALIBABA_CLOUD_POLL_MAX_SECONDS)

@@ -337,6 +337,34 @@ def test_a_job_is_only_known_to_its_own_product(client):
     assert_error(response, 400, "InvalidParameter")
 
 
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("PROCESS_FAILED", "PROCESS_FAILED", "PROCESS_FAILED"),
+    ("PROCESS_FAILED/InvalidImage.Download", "PROCESS_FAILED", "InvalidImage.Download"),
+    ("TIMEOUT_FAILED", "TIMEOUT_FAILED", "TIMEOUT_FAILED"),
+    ("LIMIT_RETRY_FAILED", "LIMIT_RETRY_FAILED", "LIMIT_RETRY_FAILED"),
+])
+def test_a_reserved_job_url_ends_the_job_in_the_status_it_names(client, path, status, code):
+    job_id = call(client, "TaggingAdImage", {"ImageURL": f"https://sandbox.invalid/job/{path}"}).json()["RequestId"]
+
+    polls = [call(client, "GetAsyncJobResult", {"JobId": job_id}, method="GET").json()["Data"] for _ in range(4)]
+
+    assert [poll["Status"] for poll in polls] == ["QUEUING", "PROCESSING", status, status]
+    assert polls[2]["ErrorCode"] == code and polls[2]["ErrorMessage"] and "Result" not in polls[2]
+
+
+def test_a_stuck_job_stays_processing(client):
+    job_id = call(client, "TaggingAdImage", {"ImageURL": "https://sandbox.invalid/job/stuck"}).json()["RequestId"]
+
+    polls = [call(client, "GetAsyncJobResult", {"JobId": job_id}, method="GET").json()["Data"] for _ in range(5)]
+
+    assert [poll["Status"] for poll in polls] == ["QUEUING", *["PROCESSING"] * 4]
+
+
+def test_a_job_url_means_nothing_to_a_synchronous_action(client):
+    response = call(client, "RecognizeScene", {"ImageURL": "https://sandbox.invalid/job/PROCESS_FAILED"})
+    assert_error(response, 400, "InvalidImage.Download")
+
+
 # --- Over real HTTP -----------------------------------------------------------
 
 
