@@ -261,11 +261,13 @@ REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    # Shared by every process of one machine, unlike the local-memory cache.
+    # Shared by every process of one machine, unlike the local-memory cache; culled by expiry first
+    # (server402/file_cache.py), so live rate limits and sandbox jobs outlast the upstream nonces.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "server402.file_cache.FileCache",
             "LOCATION": str(VAR_DIR / "cache"),
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         }
     }
 # Two deployments sharing one Redis database must not read each other's rate limits or statistics.

@@ -117,7 +117,7 @@ def test_typed_helpers_fail_loudly(monkeypatch):
 
 def test_the_configured_cache_round_trips():
     """With REDIS_URL this is Redis, as in production; without it, the shared file cache."""
-    expected = "RedisCache" if settings.REDIS_URL else "FileBasedCache"
+    expected = "RedisCache" if settings.REDIS_URL else "FileCache"
     cache = caches["default"]
     assert type(cache).__name__ == expected
     cache.set("server402-test", {"ok": 1}, 5)
