@@ -57,6 +57,7 @@ from catalog.models import Service  # noqa: E402
 SERVICE_ID, ACTION, IMAGE_URL = paid_call.SERVICE_ID, paid_call.ACTION, paid_call.IMAGE_URL
 TOOL_NAME = SERVICE_ID.replace("-", "_")
 SEARCH_TOOL = "search_services"
+JOB_TOOL = "get_job_result"
 MCP_VERSION = "2025-11-25"
 CONNECTIONS = tuple(int(n) for n in os.environ.get("BENCH_MCP_CONNECTIONS", "1,4,16").split(","))
 ROUNDS = int(os.environ.get("BENCH_MCP_ROUNDS", "3"))
@@ -109,7 +110,7 @@ def _rpc_result(answer: dict) -> tuple[dict | None, str | None]:
 def kinds(secret: str, token: str) -> dict[str, list[Kind]]:
     """The two groups, MCP first, then its HTTP twin, then references; what they must answer read from the DB."""
     published = list(Service.objects.filter(state=Service.State.PUBLISHED).order_by("id"))
-    tool_names = sorted([SEARCH_TOOL, *(service.tool_name for service in published)])
+    tool_names = sorted([SEARCH_TOOL, JOB_TOOL, *(service.tool_name for service in published)])
     tool_paths = {f"/api/tools/{service.id}" for service in published}
     service_ids = [service.id for service in published]
     bearer = {"Authorization": f"Bearer {secret}"}

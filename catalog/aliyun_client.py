@@ -329,7 +329,7 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
                 raise UpstreamError("server", f"the upstream reported the job in an unknown status {status!r}",
                                     request_id=job_id, latency_ms=latency_ms, attempts=attempts)
         if time.monotonic() >= deadline:
-            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {wait_seconds:g} s",
+            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {round(wait_seconds, 1):g} s",
                                 code=ASYNC_JOB_TIMEOUT, request_id=job_id,
                                 latency_ms=round((time.monotonic() - started) * 1000), attempts=attempts)
         interval = min(interval * 2, settings.ALIBABA_CLOUD_POLL_MAX_SECONDS)

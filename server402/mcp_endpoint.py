@@ -57,7 +57,7 @@ def _instructions() -> str:
     mode = ("sandbox mode: results come from a local emulator of Alibaba Cloud and x402 payments are Base "
             "Sepolia test USDC" if settings.SANDBOX else "live mode: Alibaba Cloud results, paid in USDC on Base")
     return (f"Server402 sells single calls of Alibaba Cloud visual-AI actions ({mode}). Find a tool with the free "
-            f"search_services tool or tools/list. {MCP_PAYMENT}")
+            f"search_services tool or tools/list. {MCP_PAYMENT} {mcp_tools.RESPOND_ASYNC_HELP}")
 
 
 class _RpcError(Exception):

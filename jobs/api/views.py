@@ -7,13 +7,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog import openapi
-from jobs.selectors import JOB_ID, job_not_found, job_record, jobs_visible
+from jobs.selectors import JOB_ID, job_not_found, job_record, jobs_visible, malformed_job_id
 from payments.api.authentication import request_api_key
 from server402.api_errors import ApiError
 
 MAX_IDS = 10
 MAX_SECRETS = MAX_IDS
-_MALFORMED = "is not a job id: job ids are job_ followed by 32 hexadecimal digits"
 
 _SECRET_PARAMETER = OpenApiParameter(
     "X-Job-Secret", type=str, location=OpenApiParameter.HEADER, required=False,
@@ -60,7 +59,7 @@ class JobDetailApi(APIView):
     )
     def get(self, request, job_id):
         if not JOB_ID.fullmatch(job_id):
-            raise ApiError(f"{job_id[:80]!r} {_MALFORMED}", field="job_id")
+            raise ApiError(malformed_job_id(job_id), field="job_id")
         api_key = request_api_key(request, required=False)
         job = jobs_visible(job_ids=[job_id], api_key=api_key, secrets=_secrets(request)).get(job_id)
         if job is None:
@@ -95,7 +94,7 @@ class JobListApi(APIView):
             raise ApiError(f"ids holds {len(job_ids)} ids; at most {MAX_IDS} are read at once", field="ids")
         malformed = next((job_id for job_id in job_ids if not JOB_ID.fullmatch(job_id)), None)
         if malformed is not None:
-            raise ApiError(f"{malformed[:80]!r} {_MALFORMED}", field="ids")
+            raise ApiError(malformed_job_id(malformed), field="ids")
         api_key = request_api_key(request, required=False)
         unique = list(dict.fromkeys(job_ids))
         visible = jobs_visible(job_ids=unique, api_key=api_key, secrets=_secrets(request))

@@ -22,7 +22,9 @@ from x402.mechanisms.evm.exact import ExactEvmClientScheme
 from x402.schemas import parse_payment_required
 
 from catalog.models import Service
+from jobs import services as job_services
 from payments.models import Payment, ToolCall, X402Authorization
+from payments.pipeline import paid_job_run
 
 pytestmark = pytest.mark.usefixtures("committed_db")
 
@@ -92,8 +94,8 @@ def test_the_official_client_finds_pays_and_calls_a_tool_in_every_mode(server, m
     names, found, unpaid, by_token, by_x402 = _run(scenario, server, mode, {"Authorization": f"Bearer {secret}"})
 
     published = Service.objects.filter(state="published", enabled=True).count()
-    assert len(names) == len(set(names)) == published + 1
-    assert {"celebrity_recognition", "search_services"} <= set(names)
+    assert len(names) == len(set(names)) == published + 2
+    assert {"celebrity_recognition", "search_services", "get_job_result"} <= set(names)
     assert not found.is_error and found.structured_content["services"][0]["id"] == "celebrity-recognition"
     assert unpaid.is_error
     assert unpaid.structured_content["status"] == "payment_required"
@@ -105,6 +107,38 @@ def test_the_official_client_finds_pays_and_calls_a_tool_in_every_mode(server, m
     assert Payment.objects.get(flow="token").used_calls == 1
     assert X402Authorization.objects.get().status == "settled"
     assert list(ToolCall.objects.values_list("outcome", flat=True)) == ["succeeded", "succeeded"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_the_official_client_asks_for_a_job_and_reads_its_result(server, make_key, paid_token, monkeypatch, mode):
+    key, secret = make_key()
+    _, token = paid_token("celebrity-recognition", key)
+    # The test is the worker: nothing goes to the broker, and the job is run below, between the two sessions.
+    queued = []
+    monkeypatch.setattr(job_services, "_enqueue", queued.append)
+
+    async def submit(client):
+        # The client validates a non-error result against the tool's outputSchema: the accepted job must fit it.
+        accepted = await client.call_tool("celebrity_recognition", {**BODY, "paymentToken": token},
+                                          meta={"server402/respond-async": True})
+        waiting = await client.call_tool("get_job_result", {"jobId": accepted.structured_content["jobId"]})
+        return accepted, waiting
+
+    accepted, waiting = _run(submit, server, mode, {"Authorization": f"Bearer {secret}"})
+    job_id, job_secret = accepted.structured_content["jobId"], accepted.structured_content["jobSecret"]
+    paid_job_run(job_id=job_id)
+
+    async def read(client):
+        return await client.call_tool("get_job_result", {"jobId": job_id, "jobSecret": job_secret})
+
+    # Another session, without the API key: the job's secret is enough.
+    done = _run(read, server, mode)
+
+    assert not accepted.is_error and accepted.meta["server402/job"]["jobId"] == job_id == queued[0]
+    assert not waiting.is_error and waiting.structured_content["status"] == "queued"
+    assert not done.is_error and done.structured_content["status"] == "succeeded"
+    assert done.structured_content["result"]["data"]["Action"] == "DetectCelebrity"
+    assert ToolCall.objects.get().outcome == "succeeded" and Payment.objects.get().used_calls == 1
 
 
 class _WireClient:

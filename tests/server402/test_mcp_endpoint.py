@@ -260,15 +260,17 @@ def test_it_lists_every_published_service_as_a_valid_tool(client, version):
     tools = {tool["name"]: tool for tool in listed["tools"]}
 
     published = set(Service.objects.filter(state="published", enabled=True).values_list("id", flat=True))
-    assert set(tools) == {service_id.replace("-", "_") for service_id in published} | {"search_services"}
+    assert set(tools) == {service_id.replace("-", "_") for service_id in published} | {"search_services",
+                                                                                         "get_job_result"}
     celebrity = tools["celebrity_recognition"]
     assert celebrity["title"] == Service.objects.get(id="celebrity-recognition").name
     assert "USD 0.20 per call" in celebrity["description"]
     assert celebrity["inputSchema"]["required"] == ["ImageURL"]
     assert celebrity["inputSchema"]["properties"]["paymentToken"]["type"] == "string"
-    envelope, payment_required = celebrity["outputSchema"]["anyOf"]
+    envelope, payment_required, job_accepted = celebrity["outputSchema"]["anyOf"]
     assert envelope["required"] == ["requestId", "data"]
     assert payment_required["properties"]["status"]["const"] == "payment_required"
+    assert "jobSecret" in job_accepted["required"]
     assert celebrity["annotations"] == {"title": celebrity["title"], "readOnlyHint": True, "destructiveHint": False,
                                         "idempotentHint": True, "openWorldHint": True}
     hints = {name: (tools[name]["annotations"]["readOnlyHint"], tools[name]["annotations"]["destructiveHint"])
