@@ -18,6 +18,7 @@ from catalog.models import SERVICE_REFERENCE_PATTERN, PricingPolicy, Service
 from catalog.selectors import catalog_documents, catalog_listing, service_resolve
 from catalog.services import pricing_policy_create, pricing_policy_update, service_update
 from health.selectors import latency_by_hour, quality_blocks, service_health_panel
+from jobs.selectors import jobs_recent
 from payments.x402_discovery import x402_discovery_json
 from server402.operators import dashboard_view, page_or_partial
 
@@ -106,7 +107,7 @@ def dashboard_services(request):
 @dashboard_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def dashboard_service(request, service_id):
-    """A service: its definition (editable), schemas, health history with "check now", recent calls."""
+    """A service: its definition (editable), schemas, health history with "check now", recent calls and jobs."""
     service = get_object_or_404(Service.objects.select_related("pricing_policy"), pk=service_id)
     form = ServiceForm(request.POST if request.method == "POST" else None, instance=service)
     if request.method == "POST":
@@ -120,6 +121,7 @@ def dashboard_service(request, service_id):
         "form": form,
         "schemas": {"input": _pretty(service.input_schema), "output": _pretty(service.output_schema)},
         "calls": selectors.service_recent_calls(service),
+        "jobs": jobs_recent(service=service),
         **service_health_panel(service),
     }
     return render(request, "dashboard/service.html", context, status=400 if form.errors else 200)

@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_http_methods, require_POST
 
+from jobs.selectors import jobs_recent
 from payments import selectors, services
 from payments.models import cents_as_dollars
 from payments.forms import (
@@ -77,6 +78,7 @@ def _key_context(api_key, *, settings_form=None, top_up_form=None, rotate_form=N
         "new_secret": new_secret,
         "usage": selectors.api_key_usage(api_key),
         "payments": selectors.api_key_payments_latest(api_key),
+        "jobs": jobs_recent(api_key=api_key),
         "events": selectors.api_key_events(api_key),
     }
 
@@ -94,7 +96,7 @@ def _key_written(request, key_id: int, notice: str):
 @dashboard_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def api_key_detail(request, key_id):
-    """One key: its settings (POST saves them), top-up, rotate, revoke, usage, payments and audit log."""
+    """One key: its settings (POST saves them), top-up, rotate, revoke, usage, payments, jobs and audit log."""
     api_key = _key(key_id)
     if request.method == "POST":
         form = ApiKeySettingsForm(request.POST)

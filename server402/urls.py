@@ -13,6 +13,7 @@ dashboard = [
     path("", include("health.dashboard_urls")),
     path("", include("catalog.dashboard_urls")),
     path("", include("payments.dashboard_urls")),
+    path("", include("jobs.dashboard_urls")),
 ]
 
 urlpatterns = [

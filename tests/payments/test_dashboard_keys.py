@@ -424,8 +424,9 @@ def test_the_key_page_costs_the_same_queries_with_many_payments_calls_and_entrie
     for day in range(40):
         _call(key, now - timedelta(days=day), outcome=["succeeded", "timeout", "client_error"][day % 3])
 
-    # session, user, the key with its creator, its allow-list, the form's services, usage, payments, audit log
-    with django_assert_num_queries(8):
+    # session, user, the key with its creator, its allow-list, the form's services, usage, payments, audit log,
+    # jobs, jobs by status
+    with django_assert_num_queries(10):
         response = staff.get(f"{KEYS}{key.pk}/")
 
     page = response.content.decode()

@@ -15,6 +15,7 @@ PAGES = [
     "/dashboard/health/runs/",
     "/dashboard/keys/",
     "/dashboard/payments/",
+    "/dashboard/jobs/",
 ]
 # Every write of the catalog and health pages, with a body that would succeed for staff.
 WRITES = [
