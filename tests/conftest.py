@@ -286,3 +286,17 @@ def encode_header(document: dict) -> str:
 @pytest.fixture
 def x402_payer():
     return X402Payer()
+
+
+@pytest.fixture
+def celery_workers(committed_db, upstream_emulator, tmp_path):
+    """Real Celery worker processes on a Redis broker of their own, sharing the test's (committed) database.
+
+    `celery_workers.start(**environment)` starts one, with extra settings; a
+    test may kill it and start another. Every worker is killed at the end.
+    Only on PostgreSQL and Redis: see tests.celery_workers.why_not_runnable.
+    """
+    from tests.celery_workers import CeleryWorkers
+
+    with CeleryWorkers(tmp_path, upstream_endpoint=upstream_emulator) as workers:
+        yield workers
