@@ -108,8 +108,8 @@ def test_an_upstream_job_that_fails_fails_the_job_uncharged(upstream_emulator, b
 
     job = paid_job_run(job_id=job.pk)
 
-    assert (job.status, job.http_status, job.charged, job.upstream_status) == ("failed", http_status, False,
-                                                                                end.split("/")[0])
+    assert (job.status, job.http_status, job.charged, job.upstream_status) == (
+        "failed", http_status, False, end.split("/")[0]), job.error
     assert job.error["code"] == code and job.error["charged"] is False
     assert f"ended in {end.split('/')[0]}" in job.error["error"] or job.error["error"]
     payment.refresh_from_db()
