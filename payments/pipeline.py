@@ -9,6 +9,7 @@ in its own protocol; it never raises for a refusal.
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -364,11 +365,25 @@ def _job_purchase(job: Job) -> _Purchase:
     return _Purchase(call.payment, call, x402)
 
 
+def _unsettled_authorization_expiry(purchase: _Purchase):
+    """When an x402 authorization still to be settled stops being settleable (settling takes its time), or None."""
+    ledger = purchase.x402.ledger if purchase.x402 else None
+    if ledger is None or ledger.status != X402Authorization.Status.RESERVED:
+        return None
+    return ledger.valid_before - timedelta(seconds=settings.X402_FACILITATOR_TIMEOUT)
+
+
 def _job_refusal(job: Job, purchase: _Purchase) -> tuple[int, str, str] | None:
     """Why a claimed job must not call the upstream (again): (status, reason, call outcome), or None."""
-    if timezone.now() >= job_services.job_deadline(job):
+    now = timezone.now()
+    if now >= job_services.job_deadline(job):
         return (status.HTTP_504_GATEWAY_TIMEOUT, f"the job did not finish within {settings.JOB_TIMEOUT_SECONDS} s "
                 f"of its submission; nothing was charged", ToolCall.Outcome.TIMEOUT)
+    expiry = _unsettled_authorization_expiry(purchase)
+    if expiry is not None and now >= expiry:
+        # A result could no longer be paid for: the upstream is not called for nothing.
+        return (status.HTTP_504_GATEWAY_TIMEOUT, "the x402 authorization expired (validBefore) before a worker could "
+                "make the call; nothing was charged: submit again with a new payment", ToolCall.Outcome.TIMEOUT)
     if purchase.call.outcome not in (ToolCall.Outcome.IN_PROGRESS, ToolCall.Outcome.SUCCEEDED):
         return (purchase.call.http_status or status.HTTP_502_BAD_GATEWAY, "an earlier attempt of this job failed",
                 purchase.call.outcome)
@@ -396,7 +411,10 @@ def paid_job_run(*, job_id: str) -> Job | None:
     if refusal is not None:
         http_status, reason, outcome = refusal
         return job_services.job_fail(job=job, reason=reason, http_status=http_status, outcome=outcome)
-    wait_seconds = max(0.0, (job_services.job_deadline(job) - timezone.now()).total_seconds())
+    # An upstream job is waited for until the job's deadline, or until its x402 authorization could no longer
+    # be settled, whichever comes first.
+    deadline = min(filter(None, (job_services.job_deadline(job), _unsettled_authorization_expiry(purchase))))
+    wait_seconds = max(0.0, (deadline - timezone.now()).total_seconds())
 
     def progress(upstream_job_id: str, upstream_status: str) -> None:
         job_services.job_lease_renew(job=job, upstream_job_id=upstream_job_id, upstream_status=upstream_status)

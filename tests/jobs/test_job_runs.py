@@ -408,6 +408,33 @@ def test_a_job_claimed_after_its_deadline_fails_without_calling(upstream_emulato
     assert payment.used_calls == 0
 
 
+def test_an_x402_job_reached_after_its_authorization_expired_fails_without_calling(upstream_emulator, x402_payer,
+                                                                                  monkeypatch):
+    job = _x402_submit(x402_payer)
+    X402Authorization.objects.update(valid_before=timezone.now() + timedelta(seconds=5))
+    monkeypatch.setattr(aliyun_client, "call_service", lambda *args, **kwargs: pytest.fail("called"))
+
+    job = paid_job_run(job_id=job.pk)
+
+    assert (job.status, job.http_status, job.charged) == ("failed", 504, False)
+    assert "authorization expired" in job.error["error"]
+    assert X402Authorization.objects.get().status == "unsettled"
+
+
+def test_an_upstream_job_is_waited_for_no_longer_than_its_authorization_can_be_settled(
+        upstream_emulator, x402_payer, fast_polls, settings):
+    _settle_after()
+    settings.X402_FACILITATOR_TIMEOUT = 1
+    job = _x402_submit(x402_payer, "ad-image-tagging", image="https://sandbox.invalid/job/stuck")
+    X402Authorization.objects.update(valid_before=timezone.now() + timedelta(seconds=1.5))
+
+    job = paid_job_run(job_id=job.pk)
+
+    assert (job.status, job.http_status, job.charged) == ("failed", 504, False)
+    assert job.error["code"] == "AsyncJobTimeout"
+    assert X402Authorization.objects.get().status == "unsettled"
+
+
 def test_the_abandoned_calls_reconciler_leaves_jobs_to_their_reaper(upstream_emulator, buyer):
     _, secret, payment, token = buyer()
     job = _submit("celebrity-recognition", secret, token)
