@@ -287,7 +287,8 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
     PROCESS_SUCCESS answers `{"RequestId": job_id, "Data": <Result parsed>}`;
     the failed statuses, a job still running after `wait_seconds`, and polls
     failing POLL_FAILURES_ALLOWED times in a row raise UpstreamError.
-    `progress(job_id, status)` hears every status read, and may raise to stop.
+    `progress(job_id, status)` hears every poll (status "" for one that
+    failed), and may raise to stop.
     """
     started = time.monotonic() if started is None else started
     deadline = time.monotonic() + wait_seconds
@@ -302,6 +303,9 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
         except UpstreamError as error:
             attempts += error.attempts
             failures += 1
+            if progress is not None:
+                # A failed poll takes as long as a good one: the job's holder must hear of it all the same.
+                progress(job_id, "")
             if error.kind in ("client", "auth", "unconfigured") or failures >= POLL_FAILURES_ALLOWED:
                 # The job's id is what ties the failure to the caller's call; the poll's own id does not.
                 error.request_id = job_id
@@ -329,7 +333,8 @@ def async_job_wait(*, product: str, version: str, job_id: str, wait_seconds: flo
                 raise UpstreamError("server", f"the upstream reported the job in an unknown status {status!r}",
                                     request_id=job_id, latency_ms=latency_ms, attempts=attempts)
         if time.monotonic() >= deadline:
-            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {round(wait_seconds, 1):g} s",
+            waited = f"{round(wait_seconds, 1):g}"
+            raise UpstreamError("timeout", f"the upstream job {job_id} did not finish within {waited} s",
                                 code=ASYNC_JOB_TIMEOUT, request_id=job_id,
                                 latency_ms=round((time.monotonic() - started) * 1000), attempts=attempts)
         interval = min(interval * 2, settings.ALIBABA_CLOUD_POLL_MAX_SECONDS)

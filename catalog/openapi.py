@@ -502,7 +502,8 @@ Sign one with any x402 client and send the same request again with PAYMENT-SIGNA
 is optional unless a tool says otherwise. Nothing is charged for a refused or failed call.
 
 Send `Prefer: respond-async` to get a job instead of waiting: 202 with statusUrl and jobSecret, then GET \
-/api/jobs/{{job_id}} until it succeeded or failed. A job is settled only once it has a result.
+/api/jobs/{{job_id}} until it succeeded or failed. Its x402 payment is settled by the worker, as the tool's \
+pricing policy says (before or after the call); a job that fails is not charged, or carries a retryToken.
 
 This server runs in {mode} mode; every answer says so in X-Server402-Mode."""
 

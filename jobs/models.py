@@ -45,6 +45,8 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField()
     upstream_job_id = models.CharField(max_length=100, blank=True)
     upstream_status = models.CharField(max_length=30, blank=True)
+    # Set when a worker first sends the upstream request: a retry must not repeat a call that changes data.
+    upstream_sent_at = models.DateTimeField(null=True, blank=True)
     # Set when a worker starts settling the x402 payment: if it dies from then on, whether the money
     # moved is unknown and the authorization is left for the operator to reconcile.
     settling_started_at = models.DateTimeField(null=True, blank=True)

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework import status
 
@@ -119,13 +120,14 @@ def job_lease_renew(*, job: Job, upstream_job_id: str = "", upstream_status: str
         setattr(job, name, value)
 
 
-# Keys of a 402 body that describe how to pay again; a failed job's error says why it failed, not how to pay.
-_PAYMENT_REQUIRED_DETAIL = ("type", "x402Version", "accepts", "resource", "extensions", "payment", "instructions",
-                            "pricing", "serviceId", "howToPay")
+# What a failed job keeps of a 402 body: why the payment failed, not how to pay again (kilobytes per row).
+_PAYMENT_REQUIRED_KEPT = ("error", "invalidReason", "paymentId", "settlement")
 
 
 def _error_body(http_status: int, body: dict) -> dict:
-    error = {key: value for key, value in body.items() if key not in _PAYMENT_REQUIRED_DETAIL}
+    error = body
+    if http_status == status.HTTP_402_PAYMENT_REQUIRED:
+        error = {key: value for key, value in body.items() if key in _PAYMENT_REQUIRED_KEPT}
     error.setdefault("charged", False)
     return {**error, "httpStatus": http_status}
 
@@ -159,25 +161,29 @@ def job_finish(*, job: Job, http_status: int, body: dict, receipt: str = "") -> 
     return job
 
 
-def job_fail(*, job: Job, reason: str, http_status: int, outcome: str = ToolCall.Outcome.ABANDONED) -> Job | None:
+def job_fail(*, job: Job, reason: str, http_status: int, outcome: str = ToolCall.Outcome.ABANDONED,
+             lease_expired_by=None) -> Job | None:
     """Fail a job that will not deliver (its worker died too often, it ran out of time): no result, no charge.
 
     Its call is closed and given back, an unsettled x402 authorization is
     released. If the payment did settle (before a worker died) the caller gets
     a token worth the call instead, as a synchronous call does. None when the
-    job had ended or moved on meanwhile.
+    job had ended or moved on meanwhile. The reaper passes `lease_expired_by`:
+    a worker that renewed its lease since the reaper looked keeps the job.
     """
     now = timezone.now()
     with transaction.atomic():
-        locked = Job.objects.select_for_update().filter(
-            pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED).first()
+        held = Job.objects.select_for_update().filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED)
+        if lease_expired_by is not None:
+            held = held.filter(Q(lease_expires_at__lt=lease_expired_by) | Q(lease_expires_at__isnull=True))
+        locked = held.first()
         if locked is None:
             return None
         call = locked.call
-        error = {"error": reason, "charged": False}
+        error = {"error": f"{reason}; nothing was charged", "charged": False}
         if call.outcome not in (ToolCall.Outcome.IN_PROGRESS, ToolCall.Outcome.SUCCEEDED):
             # An earlier attempt ended the call (and gave it back); its error says more.
-            error["error"] = f"{reason}: {call.error}" if call.error else reason
+            error["error"] = f"{reason}: {call.error}; nothing was charged" if call.error else error["error"]
         payment_services.tool_call_abandon(call=call, outcome=outcome, http_status=http_status, error=reason)
         ledger = X402Authorization.objects.filter(payment_id=call.payment_id).order_by("-created_at").first() \
             if call.payment_method == ToolCall.PaymentMethod.X402 else None
@@ -192,11 +198,14 @@ def job_fail(*, job: Job, reason: str, http_status: int, outcome: str = ToolCall
             else:
                 payment_services.x402_authorization_release(ledger=ledger)
         elif ledger is not None and ledger.status == X402Authorization.Status.SETTLED:
-            error.update(charged=True, paymentId=call.payment_id, retryToken=credentials.payment_token(call.payment_id),
+            error.update(error=reason, charged=True, paymentId=call.payment_id,
+                         retryToken=credentials.payment_token(call.payment_id),
                          retry="the payment settled before the job failed: call again with X-Payment-Token set to "
                                "retryToken (one call)")
         elif ledger is not None and ledger.status == X402Authorization.Status.UNKNOWN:
-            error.update(settlement="unknown", paymentId=call.payment_id)
+            error.update(settlement="unknown", paymentId=call.payment_id,
+                         error=f"{reason}; whether its x402 payment settled is unknown: the operator reconciles "
+                               f"payment {call.payment_id}")
         fields = {"status": Job.Status.FAILED, "http_status": http_status,
                   "error": {**error, "httpStatus": http_status}, "charged": error["charged"], "finished_at": now,
                   "expires_at": now + timedelta(seconds=settings.JOB_RESULT_TTL_SECONDS), "lease_expires_at": None,
@@ -207,12 +216,42 @@ def job_fail(*, job: Job, reason: str, http_status: int, outcome: str = ToolCall
     return job
 
 
-def job_settling(*, job: Job) -> None:
-    """Renew the lease and note that settlement starts: a worker dying from here leaves its outcome unknown."""
-    job_lease_renew(job=job)
+def _checkpoint(job: Job, moment_field: str) -> None:
+    """Renew the lease and note, once, the moment a step with consequences starts; JobLeaseLost if not ours."""
     now = timezone.now()
-    Job.objects.filter(pk=job.pk, settling_started_at__isnull=True).update(settling_started_at=now)
-    job.settling_started_at = job.settling_started_at or now
+    fields = {"lease_expires_at": now + timedelta(seconds=job_lease_seconds()),
+              moment_field: Coalesce(F(moment_field), Value(now))}
+    held = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
+                              lease_expires_at__isnull=False).update(**fields)
+    if not held:
+        raise JobLeaseLost(job.pk)
+    job.lease_expires_at = fields["lease_expires_at"]
+    setattr(job, moment_field, getattr(job, moment_field) or now)
+
+
+def job_settling(*, job: Job) -> None:
+    """Note that settlement starts: a worker dying from here leaves its outcome unknown (see job_fail)."""
+    _checkpoint(job, "settling_started_at")
+
+
+def job_upstream_sending(*, job: Job) -> None:
+    """Note that the upstream request goes out: from here it may have run, even if the worker dies."""
+    _checkpoint(job, "upstream_sent_at")
+
+
+def job_fence(*, job: Job) -> None:
+    """Inside the transaction that ends the job's call (its record, its payment): check this attempt still
+    holds the job and renew its lease, so the reaper leaves the job alone until job_finish.
+
+    The UPDATE also locks the row until that transaction ends. JobLeaseLost
+    when the job was given to another attempt or failed meanwhile: then this
+    worker must not write the call's end, give its payment back, or release it.
+    """
+    held = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
+                              lease_expires_at__isnull=False).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=job_lease_seconds()))
+    if not held:
+        raise JobLeaseLost(job.pk)
 
 
 def job_deadline(job: Job):
@@ -228,9 +267,8 @@ def jobs_reap(*, now=None) -> dict[str, int]:
     for job in stale.select_related("call").order_by("lease_expires_at")[:PURGE_BATCH]:
         if job.attempts >= settings.JOB_MAX_ATTEMPTS or now >= job_deadline(job):
             tried = f"{job.attempts} time{'s' if job.attempts != 1 else ''}"
-            if job_fail(job=job, http_status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                        reason=f"the worker making this call stopped before it finished ({tried}); nothing was "
-                               f"charged, submit it again"):
+            if job_fail(job=job, http_status=status.HTTP_503_SERVICE_UNAVAILABLE, lease_expired_by=now,
+                        reason=f"the worker making this call stopped before it finished ({tried})"):
                 counts["failed"] += 1
             continue
         requeued = Job.objects.filter(pk=job.pk, attempts=job.attempts, lease_expires_at=job.lease_expires_at).update(
@@ -243,8 +281,8 @@ def jobs_reap(*, now=None) -> dict[str, int]:
     for job in waiting.select_related("call").order_by("enqueued_at")[:PURGE_BATCH]:
         if now >= job_deadline(job):
             if job_fail(job=job, http_status=status.HTTP_504_GATEWAY_TIMEOUT, outcome=ToolCall.Outcome.TIMEOUT,
-                        reason=f"no worker took this job within {settings.JOB_TIMEOUT_SECONDS} s; nothing was "
-                               f"charged"):
+                        lease_expired_by=now,
+                        reason=f"no worker took this job within {settings.JOB_TIMEOUT_SECONDS} s"):
                 counts["failed"] += 1
         elif Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED, lease_expires_at__isnull=True,
                                 enqueued_at=job.enqueued_at).update(enqueued_at=now):

@@ -8,6 +8,7 @@ in its own protocol; it never raises for a refusal.
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from x402.http.utils import encode_payment_response_header
 from x402.schemas import PaymentPayload, PaymentRequirements, SettleResponse
 
 from catalog import aliyun_client
+from catalog.aliyun_metadata import action_writes
 from catalog.envelope import envelope
 from catalog.input_validation import input_problems
 from catalog.models import PricingPolicy, Service
@@ -124,6 +126,13 @@ class _Purchase:
     payment: Payment
     call: ToolCall
     x402: x402_gateway.X402Settlement | None = None
+    # A job's: run first inside each transaction that ends the call, to make sure this worker still holds
+    # the job (jobs.services.job_fence); a worker that lost it must not end the call or move its payment.
+    fence: Callable[[], None] | None = None
+
+    def fenced(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
 
 def _pay_x402(service: Service, api_key: ApiKey | None, header: str | None, document) -> _Purchase:
@@ -175,6 +184,7 @@ def _settlement_failed(service: Service, purchase: _Purchase, settlement: Settle
     reason = settlement.error_reason or "settlement_failed"
     detail = f" ({settlement.error_message})" if settlement.error_message else ""
     with transaction.atomic():
+        purchase.fenced()
         call = payment_services.tool_call_finish(
             call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED,
             http_status=status.HTTP_402_PAYMENT_REQUIRED, latency_ms=round((time.monotonic() - started) * 1000),
@@ -187,6 +197,9 @@ def _settlement_failed(service: Service, purchase: _Purchase, settlement: Settle
                                          f"and nothing was charged unless paymentId {purchase.payment.id} says so",
                                 reason, {"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})
     refused.answer.body["paymentId"] = purchase.payment.id
+    if purchase.x402 is not None and purchase.x402.ledger.status == X402Authorization.Status.UNKNOWN:
+        # The facilitator did not say, or said something that proves nothing: the operator reconciles it.
+        refused.answer.body["settlement"] = "unknown"
     refused.answer.call = call
     refused.answer.settlement = settlement
     return refused.answer
@@ -230,6 +243,7 @@ def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, st
     payment = purchase.payment
     http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
     with transaction.atomic():
+        purchase.fenced()
         call = payment_services.tool_call_finish(
             call=purchase.call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
             http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
@@ -285,11 +299,13 @@ def _run(service: Service, purchase: _Purchase, arguments: dict, *, upstream=Non
         settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
         if not settlement.success:
             return _settlement_failed(service, purchase, settlement, started, answer.request_id)
-    call = payment_services.tool_call_finish(
-        call=purchase.call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
-        latency_ms=answer.latency_ms, amount_cents=payment.amount_cents // payment.max_calls,
-        upstream_request_id=answer.request_id,
-    )
+    with transaction.atomic():
+        purchase.fenced()
+        call = payment_services.tool_call_finish(
+            call=purchase.call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
+            latency_ms=answer.latency_ms, amount_cents=payment.amount_cents // payment.max_calls,
+            upstream_request_id=answer.request_id,
+        )
     body = envelope(service.upstream_action, answer.body, answer.request_id)
     headers = {"X-Payment-Remaining-Calls": str(payment.max_calls - payment.used_calls)}
     if settlement is not None:
@@ -331,7 +347,7 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
 
     `respond_async` (HTTP `Prefer: respond-async`) makes the same checks and
     takes the same payment, then answers 202 with a job that a worker runs
-    through paid_job_run; the payment is settled only when it has a result.
+    through paid_job_run, settling an x402 payment there as the policy says.
     """
     try:
         service = _resolve(reference, service)
@@ -378,12 +394,21 @@ def _job_refusal(job: Job, purchase: _Purchase) -> tuple[int, str, str] | None:
     now = timezone.now()
     if now >= job_services.job_deadline(job):
         return (status.HTTP_504_GATEWAY_TIMEOUT, f"the job did not finish within {settings.JOB_TIMEOUT_SECONDS} s "
-                f"of its submission; nothing was charged", ToolCall.Outcome.TIMEOUT)
+                f"of its submission", ToolCall.Outcome.TIMEOUT)
     expiry = _unsettled_authorization_expiry(purchase)
     if expiry is not None and now >= expiry:
         # A result could no longer be paid for: the upstream is not called for nothing.
         return (status.HTTP_504_GATEWAY_TIMEOUT, "the x402 authorization expired (validBefore) before a worker could "
-                "make the call; nothing was charged: submit again with a new payment", ToolCall.Outcome.TIMEOUT)
+                "make the call; submit again with a new payment", ToolCall.Outcome.TIMEOUT)
+    service = job.service
+    if service.state != Service.State.PUBLISHED or not service.enabled:
+        return (status.HTTP_503_SERVICE_UNAVAILABLE, f"service {service.id!r} was disabled or unpublished by the "
+                "operator before the job ran", ToolCall.Outcome.ABANDONED)
+    if job.upstream_sent_at and not job.upstream_job_id and action_writes(service.upstream_action):
+        # It changes data upstream (a face added to a database...): sent once may have run once, so it is not
+        # sent again, as a synchronous POST that timed out is not.
+        return (status.HTTP_502_BAD_GATEWAY, "the worker making this call stopped after sending it; it changes "
+                "data upstream, so it is not repeated", ToolCall.Outcome.ABANDONED)
     if purchase.call.outcome not in (ToolCall.Outcome.IN_PROGRESS, ToolCall.Outcome.SUCCEEDED):
         return (purchase.call.http_status or status.HTTP_502_BAD_GATEWAY, "an earlier attempt of this job failed",
                 purchase.call.outcome)
@@ -407,6 +432,7 @@ def paid_job_run(*, job_id: str) -> Job | None:
     if job is None:
         return None
     service, purchase = job.service, _job_purchase(job)
+    purchase.fence = lambda: job_services.job_fence(job=job)
     refusal = _job_refusal(job, purchase)
     if refusal is not None:
         http_status, reason, outcome = refusal
@@ -420,6 +446,7 @@ def paid_job_run(*, job_id: str) -> Job | None:
         job_services.job_lease_renew(job=job, upstream_job_id=upstream_job_id, upstream_status=upstream_status)
 
     def upstream():
+        job_services.job_upstream_sending(job=job)
         return aliyun_client.call_service(service, job.arguments, wait_seconds=wait_seconds, progress=progress,
                                           resume_job_id=job.upstream_job_id)
 

@@ -333,8 +333,9 @@ def x402_settlement_record(*, ledger: X402Authorization, settlement: SettleRespo
     confirmed) and for a "success" that proves nothing (no transaction,
     another payer, a transaction already another payment's); unknown rows
     stay visible for the operator to reconcile. A proven success is recorded
-    over "unknown" too (a reconcile may have run meanwhile); any other outcome
-    is written once, over "reserved".
+    over any earlier belief ("unknown" after a reconcile, even "unsettled"):
+    money that moved is never dropped; any other outcome is written once,
+    over "reserved".
     """
     now = timezone.now()
     Status = X402Authorization.Status
@@ -345,8 +346,9 @@ def x402_settlement_record(*, ledger: X402Authorization, settlement: SettleRespo
                 # Payment first, then ledger: the order payment_x402_reserve takes them in, or concurrent
                 # payers of one payment deadlock on the ledger's unique index.
                 locked = Payment.objects.select_for_update().get(pk=ledger.payment_id)
+                # Proof of money moved wins over any earlier belief, even "released": it must never be dropped.
                 written = X402Authorization.objects.filter(
-                    pk=ledger.pk, status__in=[Status.RESERVED, Status.UNKNOWN],
+                    pk=ledger.pk, status__in=[Status.RESERVED, Status.UNKNOWN, Status.UNSETTLED, Status.FAILED],
                 ).update(status=Status.SETTLED, transaction=settlement.transaction[:100], settled_at=now, error="")
                 if written and locked.status == Payment.Status.PENDING:
                     _mark_paid(locked, method=Payment.Method.X402, api_key=api_key, now=now)

@@ -15,7 +15,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from jobs.selectors import jobs_recent
 from payments import selectors, services
-from payments.models import cents_as_dollars
 from payments.forms import (
     ApiKeyCreateForm,
     ApiKeySettingsForm,
@@ -24,6 +23,7 @@ from payments.forms import (
     PaymentFilterForm,
     TopUpForm,
 )
+from payments.models import cents_as_dollars
 from server402.operators import dashboard_view, page_or_partial
 
 KEYS_TEMPLATE = "dashboard/api_keys.html"

@@ -73,7 +73,8 @@ class ToolCallApi(APIView):
                                  description="The tool's result; PAYMENT-RESPONSE is the x402 receipt."),
             202: OpenApiResponse(openapi.schema_ref("JobAccepted"),
                                  description="With `Prefer: respond-async`: paid for and queued as a job; read it "
-                                             "at Location (statusUrl). It is settled only once it has a result."),
+                                             "at Location (statusUrl). A worker settles it as the pricing policy says; "
+                                             "a job that fails is not charged (or carries a retryToken)."),
             400: openapi.error("The arguments do not fit the input schema (the sentence names the parameter), the "
                                "body is not a JSON object or is too large, PAYMENT-SIGNATURE cannot be read, or "
                                "the upstream refused the input (its code in `code`). Nothing is charged unless "

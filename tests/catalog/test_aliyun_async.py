@@ -105,10 +105,14 @@ def test_a_poll_that_fails_once_is_survived(upstream, tagging, sleeps, settings)
     settings.ALIBABA_CLOUD_ATTEMPTS = 1
     failure = (503, {"RequestId": "X", "Code": "ServiceUnavailable", "Message": "busy"}, 0)
     upstream.answers = [SUBMITTED, failure, _poll("PROCESS_SUCCESS", Result="{}")]
+    heard = []
 
-    answer = aliyun_client.call_service(tagging, {"ImageURL": "https://example.com/a.jpg"})
+    answer = aliyun_client.call_service(tagging, {"ImageURL": "https://example.com/a.jpg"},
+                                        progress=lambda job_id, status: heard.append(status))
 
     assert answer.body["Data"] == {}
+    # The failed poll is heard too (as ""), so a job's lease is renewed through a slow upstream.
+    assert heard == ["SUBMITTED", "", "PROCESS_SUCCESS"]
 
 
 def test_polls_failing_three_times_in_a_row_give_up(upstream, tagging, sleeps, settings):

@@ -368,6 +368,155 @@ def test_a_worker_that_lost_its_lease_neither_settles_nor_finishes(upstream_emul
     assert (fresh.status, fresh.attempts, fresh.result) == ("queued", 1, None)
 
 
+def test_a_worker_that_lost_its_lease_does_not_give_the_payment_back_when_its_call_fails(
+        upstream_emulator, buyer, monkeypatch):
+    _, secret, payment, token = buyer()
+    job = _submit("celebrity-recognition", secret, token)
+
+    def failing_late(*args, **kwargs):
+        # The lease ran out mid-call; the reaper handed the job to another attempt before the upstream failed.
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        job_services.jobs_reap()
+        raise aliyun_client.UpstreamError("server", "boom")
+
+    monkeypatch.setattr(aliyun_client, "call_service", failing_late)
+
+    assert paid_job_run(job_id=job.pk) is None
+
+    # The next attempt owns the call: still open, the payment's call still taken.
+    payment.refresh_from_db()
+    assert payment.used_calls == 1
+    assert ToolCall.objects.get(pk=job.call_id).outcome == "in_progress"
+    monkeypatch.undo()
+    assert paid_job_run(job_id=job.pk).status == "succeeded"
+    payment.refresh_from_db()
+    assert payment.used_calls == 1
+
+
+def test_a_worker_that_lost_its_lease_does_not_record_its_success(upstream_emulator, buyer, monkeypatch):
+    _, secret, payment, token = buyer()
+    job = _submit("celebrity-recognition", secret, token)
+    real = aliyun_client.call_service
+
+    def answering_late(*args, **kwargs):
+        answer = real(*args, **kwargs)
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        job_services.jobs_reap()
+        return answer
+
+    monkeypatch.setattr(aliyun_client, "call_service", answering_late)
+
+    assert paid_job_run(job_id=job.pk) is None
+    assert ToolCall.objects.get(pk=job.call_id).outcome == "in_progress"
+    assert Job.objects.get(pk=job.pk).result is None
+
+
+def test_the_reaper_leaves_a_job_whose_worker_renewed_its_lease_since_it_looked(upstream_emulator, buyer):
+    _, secret, payment, token = buyer()
+    job = _died_midway(_submit("celebrity-recognition", secret, token))
+    looked_at = timezone.now()
+    snapshot = Job.objects.get(pk=job.pk)
+    # The worker was alive after all: it renews before the reaper acts on what it saw.
+    job_services.job_lease_renew(job=job)
+
+    assert job_services.job_fail(job=snapshot, reason="stopped", http_status=503, lease_expired_by=looked_at) is None
+
+    assert Job.objects.get(pk=job.pk).status == "processing"
+    payment.refresh_from_db()
+    assert payment.used_calls == 1
+
+
+def test_a_job_whose_settlement_outcome_is_unknown_says_so(upstream_emulator, x402_payer, monkeypatch):
+    from payments.facilitators import FacilitatorUnavailable, SandboxFacilitator
+
+    _settle_after()
+    job = _x402_submit(x402_payer)
+
+    def no_answer(*args):
+        raise FacilitatorUnavailable("the facilitator did not answer in time")
+
+    monkeypatch.setattr(SandboxFacilitator, "settle", no_answer)
+
+    job = paid_job_run(job_id=job.pk)
+
+    assert job.status == "failed" and job.result is None
+    assert job.error["settlement"] == "unknown" and job.error["paymentId"]
+    assert X402Authorization.objects.get().status == "unknown"
+
+
+def test_a_job_of_a_service_disabled_since_fails_uncharged_without_calling(upstream_emulator, buyer, monkeypatch):
+    from catalog.models import Service
+
+    _, secret, payment, token = buyer()
+    job = _submit("celebrity-recognition", secret, token)
+    Service.objects.filter(id="celebrity-recognition").update(enabled=False)
+    monkeypatch.setattr(aliyun_client, "call_service", lambda *args, **kwargs: pytest.fail("called"))
+
+    job = paid_job_run(job_id=job.pk)
+
+    assert (job.status, job.http_status, job.charged) == ("failed", 503, False)
+    assert "disabled" in job.error["error"] and "nothing was charged" in job.error["error"]
+    payment.refresh_from_db()
+    assert payment.used_calls == 0
+
+
+def test_a_call_that_changes_data_is_not_sent_again_after_its_worker_died(upstream_emulator, make_key, paid_token,
+                                                                          monkeypatch):
+    key, secret = make_key()
+    payment, token = paid_token("face-database-create", key)
+    answer = paid_call_run(reference="face-database-create", arguments={"Name": "guests"}, api_key=secret,
+                           payment_token=token, respond_async=True)
+    job = _died_midway(Job.objects.get(pk=answer.body["jobId"]), upstream_sent_at=timezone.now())
+    job_services.jobs_reap()
+    monkeypatch.setattr(aliyun_client, "call_service", lambda *args, **kwargs: pytest.fail("sent again"))
+
+    job = paid_job_run(job_id=job.pk)
+
+    assert (job.status, job.charged) == ("failed", False) and "not repeated" in job.error["error"]
+    payment.refresh_from_db()
+    assert payment.used_calls == 0
+
+
+def test_a_read_only_call_is_sent_again_after_its_worker_died(upstream_emulator, buyer):
+    _, secret, _, token = buyer()
+    job = _died_midway(_submit("celebrity-recognition", secret, token), upstream_sent_at=timezone.now())
+    job_services.jobs_reap()
+
+    assert paid_job_run(job_id=job.pk).status == "succeeded"
+
+
+def test_a_job_failed_after_its_payment_settled_does_not_say_nothing_was_charged(upstream_emulator, x402_payer,
+                                                                                settings):
+    from payments.pipeline import _job_purchase
+    from payments.x402_gateway import x402_settle
+
+    settings.JOB_MAX_ATTEMPTS = 1
+    job = _x402_submit(x402_payer)
+    assert x402_settle(_job_purchase(job).x402).success
+    job = _died_midway(job, settling_started_at=timezone.now())
+
+    job_services.jobs_reap()
+
+    job.refresh_from_db()
+    assert job.charged is True and job.error["retryToken"]
+    assert "nothing was charged" not in job.error["error"]
+
+
+def test_a_proven_settlement_is_recorded_even_over_a_released_authorization(upstream_emulator, x402_payer):
+    from payments.pipeline import _job_purchase
+    from payments.services import x402_authorization_release
+    from payments.x402_gateway import x402_settle
+
+    job = _x402_submit(x402_payer)
+    x402 = _job_purchase(job).x402
+    x402_authorization_release(ledger=x402.ledger)
+
+    assert x402_settle(x402).success
+
+    ledger = X402Authorization.objects.get()
+    assert ledger.status == "settled" and ledger.transaction and ledger.payment.status == "paid"
+
+
 def test_a_queued_job_nobody_took_is_queued_again(upstream_emulator, buyer, django_capture_on_commit_callbacks):
     _, secret, _, token = buyer()
     job = _submit("celebrity-recognition", secret, token)
