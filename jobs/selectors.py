@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 
 from catalog.documents import absolute_url
@@ -14,7 +14,7 @@ from catalog.models import Service
 from jobs.models import Job
 from payments import credentials
 from payments.models import ApiKey
-from payments.selectors import Cursor, Page
+from payments.selectors import Cursor, Page, keyset_page
 
 # What credentials.job_id_generate() makes.
 JOB_ID = re.compile(r"job_[0-9a-f]{32}")
@@ -112,14 +112,7 @@ def jobs_dashboard_page(*, service_id: str | None = None, api_key_ids: list[int]
         queryset = queryset.filter(api_key_id__in=api_key_ids)
     if status:
         queryset = queryset.filter(status=status)
-    if before is not None:
-        # The redundant created_at <= bound lets the database range-scan the index instead of filtering it.
-        queryset = queryset.filter(Q(created_at__lt=before.created_at) | Q(created_at=before.created_at,
-                                                                             pk__lt=before.pk),
-                                   created_at__lte=before.created_at)
-    rows = list(queryset.order_by("-created_at", "-pk")[:size + 1])
-    older = Cursor(rows[size - 1].created_at, rows[size - 1].pk) if len(rows) > size else None
-    return Page(rows[:size], older)
+    return keyset_page(queryset, before, size)
 
 
 @dataclass

@@ -127,7 +127,8 @@ class Page:
     older: Cursor | None  # where the next (older) page starts, if there is one
 
 
-def _page(queryset: QuerySet, before: Cursor | None, size: int) -> Page:
+def keyset_page(queryset: QuerySet, before: Cursor | None, size: int) -> Page:
+    """One page of rows newest first, (created_at, pk) after `before`: every dashboard list pages this way."""
     if before is not None:
         # The redundant created_at <= bound lets the database range-scan the index instead of filtering it.
         queryset = queryset.filter(Q(created_at__lt=before.created_at) | Q(created_at=before.created_at,
@@ -142,7 +143,7 @@ def api_keys_page(*, before: Cursor | None = None, size: int = 100) -> Page:
     """Keys newest first, with their creator and allow-list, in three queries whatever the page size."""
     queryset = ApiKey.objects.select_related("created_by").prefetch_related(
         Prefetch("allowed_services", queryset=Service.objects.only("pk").order_by("pk")))
-    return _page(queryset, before, size)
+    return keyset_page(queryset, before, size)
 
 
 def api_key_for_dashboard(key_id: int) -> ApiKey | None:
@@ -264,7 +265,7 @@ def payments_ledger(*, state: str | None = None, service_id: str | None = None, 
     if created_to:
         queryset = queryset.filter(created_at__lt=datetime.combine(created_to + timedelta(days=1), time.min,
                                                                    tzinfo=UTC))
-    return _page(queryset, before, size)
+    return keyset_page(queryset, before, size)
 
 
 @dataclass
