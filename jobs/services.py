@@ -247,11 +247,7 @@ def job_fence(*, job: Job) -> None:
     when the job was given to another attempt or failed meanwhile: then this
     worker must not write the call's end, give its payment back, or release it.
     """
-    held = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
-                              lease_expires_at__isnull=False).update(
-        lease_expires_at=timezone.now() + timedelta(seconds=job_lease_seconds()))
-    if not held:
-        raise JobLeaseLost(job.pk)
+    job_lease_renew(job=job)
 
 
 def job_deadline(job: Job):

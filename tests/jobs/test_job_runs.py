@@ -152,7 +152,8 @@ def test_the_job_shows_the_upstream_queue_while_it_waits(upstream_emulator, buye
 
     def spy(*, job, upstream_job_id="", upstream_status=""):
         renew(job=job, upstream_job_id=upstream_job_id, upstream_status=upstream_status)
-        seen.append((upstream_status, Job.objects.get(pk=job.pk).status))
+        if upstream_status:
+            seen.append((upstream_status, Job.objects.get(pk=job.pk).status))
 
     monkeypatch.setattr(job_services, "job_lease_renew", spy)
 
