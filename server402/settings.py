@@ -332,6 +332,9 @@ if CELERY_BROKER_URL == "filesystem://":
     }
     _broker_dir.mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
+# Keep database connections across tasks (server402/celery.py closes them as a request would), and open
+# new ones only every 2000 tasks.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
