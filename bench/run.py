@@ -43,6 +43,7 @@ from catalog.services import REFERENCE_CATALOG, catalog_import  # noqa: E402
 import catalog_history  # noqa: E402
 import dashboard_pages  # noqa: E402
 import health_runs  # noqa: E402
+import jobs_throughput  # noqa: E402
 import mcp_throughput  # noqa: E402
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
 import x402_throughput  # noqa: E402
@@ -145,6 +146,9 @@ BENCHES = {
                         "(BENCH_DASHBOARD_RESULTS, BENCH_DASHBOARD_CALLS, BENCH_DASHBOARD_REQUESTS)"),
     "x402_throughput": (x402_throughput.main, "x402 throughput against the SDK's servers "
                         "(needs bench/requirements.txt)"),
+    "jobs": (jobs_throughput.main, "async jobs submitted and completed per s by two Celery workers, against "
+             "synchronous paid calls (BENCH_JOBS, BENCH_JOBS_ASYNC, BENCH_JOBS_SEQUENTIAL, BENCH_JOBS_CONCURRENCY, "
+             "BENCH_JOBS_POOL, BENCH_JOBS_ONE_WORKER)"),
 }
 
 
