@@ -3,35 +3,22 @@
 from django import forms
 from django.core.exceptions import ValidationError
 
-from catalog.models import Service
 from jobs.models import Job
 from jobs.selectors import JOB_ID
-from payments.selectors import Cursor, api_key_ids_for_client
+from payments.forms import ServiceAndKeyFilterForm
+from payments.selectors import Cursor
 
 
-class JobFilterForm(forms.Form):
+class JobFilterForm(ServiceAndKeyFilterForm):
     """The jobs list's filters, read from the query string; every field is optional."""
 
-    service = forms.ChoiceField(required=False)
     key = forms.CharField(label="API key", required=False, max_length=200, strip=True,
                           widget=forms.TextInput(attrs={"placeholder": "key_... or label"}))
     status = forms.ChoiceField(required=False, choices=[("", "any"), *Job.Status.choices])
     before = forms.CharField(required=False, max_length=120, widget=forms.HiddenInput)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # One query serves both the choices rendered and the check of the value sent.
-        self.fields["service"].choices = [("", "any"), *((pk, pk) for pk in
-                                                         Service.objects.order_by("pk").values_list("pk", flat=True))]
-
     def clean_key(self):
-        key = self.cleaned_data["key"]
-        if not key:
-            return None
-        ids = api_key_ids_for_client(key)
-        if not ids:
-            raise ValidationError("No API key has this client id or label.")
-        return ids
+        return self.key_ids(self.cleaned_data["key"])
 
     def clean_before(self):
         text = self.cleaned_data["before"]

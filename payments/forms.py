@@ -107,11 +107,33 @@ class ConfirmForm(forms.Form):
 LAST_FILTER_DATE = date(9999, 12, 30)
 
 
-class PaymentFilterForm(forms.Form):
+class ServiceAndKeyFilterForm(forms.Form):
+    """What the dashboard's lists filter by: a service, and an API key by client id or label."""
+
+    service = forms.ChoiceField(required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # One query serves both the choices rendered and the check of the value sent.
+        self.fields["service"].choices = [("", "any"), *((pk, pk) for pk in
+                                                         Service.objects.order_by("pk").values_list("pk", flat=True))]
+
+    @staticmethod
+    def key_ids(client: str) -> list[int] | None:
+        """The ids of the keys a client id or label names; None for no filter."""
+        if not client:
+            return None
+        ids = api_key_ids_for_client(client)
+        if not ids:
+            raise ValidationError("No API key has this client id or label.")
+        return ids
+
+
+class PaymentFilterForm(ServiceAndKeyFilterForm):
     """The ledger's filters, read from the query string; every field is optional."""
 
+    field_order = ["status", "service", "method", "client", "created_from", "created_to", "before"]
     status = forms.ChoiceField(required=False, choices=[("", "any"), *((s, s) for s in PAYMENT_STATES)])
-    service = forms.ChoiceField(required=False)
     method = forms.ChoiceField(required=False, choices=[("", "any"), *((m, m) for m in PAYMENT_METHODS)])
     client = forms.CharField(required=False, max_length=200, strip=True,
                              widget=forms.TextInput(attrs={"placeholder": "key_... or label"}))
@@ -122,20 +144,8 @@ class PaymentFilterForm(forms.Form):
                                  validators=[MaxValueValidator(LAST_FILTER_DATE)])
     before = forms.CharField(required=False, max_length=120, widget=forms.HiddenInput)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # One query serves both the choices rendered and the check of the value sent.
-        self.fields["service"].choices = [("", "any"), *((pk, pk) for pk in
-                                                         Service.objects.order_by("pk").values_list("pk", flat=True))]
-
     def clean_client(self):
-        client = self.cleaned_data["client"]
-        if not client:
-            return None
-        ids = api_key_ids_for_client(client)
-        if not ids:
-            raise ValidationError("No API key has this client id or label.")
-        return ids
+        return self.key_ids(self.cleaned_data["client"])
 
     def clean_before(self):
         text = self.cleaned_data["before"]
