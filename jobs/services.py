@@ -104,6 +104,14 @@ def job_claim(*, job_id: str) -> Job | None:
     return job
 
 
+def _update_held(job: Job, fields: dict) -> None:
+    """Write `fields` only while this attempt still holds the job under a lease; JobLeaseLost otherwise."""
+    held = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
+                              lease_expires_at__isnull=False).update(**fields)
+    if not held:
+        raise JobLeaseLost(job.pk)
+
+
 def job_lease_renew(*, job: Job, upstream_job_id: str = "", upstream_status: str = "") -> None:
     """Renew this worker's hold on the job and record the upstream job's progress; JobLeaseLost if it is gone."""
     fields = {"lease_expires_at": timezone.now() + timedelta(seconds=job_lease_seconds())}
@@ -112,10 +120,7 @@ def job_lease_renew(*, job: Job, upstream_job_id: str = "", upstream_status: str
     if upstream_status:
         fields["upstream_status"] = upstream_status[:30]
         fields["status"] = _UPSTREAM_STATUS.get(upstream_status, Job.Status.PROCESSING)
-    renewed = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
-                                 lease_expires_at__isnull=False).update(**fields)
-    if not renewed:
-        raise JobLeaseLost(job.pk)
+    _update_held(job, fields)
     for name, value in fields.items():
         setattr(job, name, value)
 
@@ -152,10 +157,7 @@ def job_finish(*, job: Job, http_status: int, body: dict, receipt: str = "") -> 
         "x402_payload": None,
         "x402_requirements": None,
     }
-    ended = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
-                               lease_expires_at__isnull=False).update(**fields)
-    if not ended:
-        raise JobLeaseLost(job.pk)
+    _update_held(job, fields)
     for name, value in fields.items():
         setattr(job, name, value)
     return job
@@ -221,10 +223,7 @@ def _checkpoint(job: Job, moment_field: str) -> None:
     now = timezone.now()
     fields = {"lease_expires_at": now + timedelta(seconds=job_lease_seconds()),
               moment_field: Coalesce(F(moment_field), Value(now))}
-    held = Job.objects.filter(pk=job.pk, attempts=job.attempts, status__in=_UNFINISHED,
-                              lease_expires_at__isnull=False).update(**fields)
-    if not held:
-        raise JobLeaseLost(job.pk)
+    _update_held(job, fields)
     job.lease_expires_at = fields["lease_expires_at"]
     setattr(job, moment_field, getattr(job, moment_field) or now)
 
