@@ -23,3 +23,18 @@ def _database_connections_kept_as_for_a_request(**kwargs):
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@signals.task_prerun.connect
+def _log_lines_carry_the_task_id(task_id=None, **kwargs):
+    """A task's log lines carry its id where a request's carry the request id (server402/request_context.py)."""
+    from server402.request_context import current_request_id
+
+    current_request_id.set(task_id or "-")
+
+
+@signals.task_postrun.connect
+def _task_id_forgotten(**kwargs):
+    from server402.request_context import current_request_id
+
+    current_request_id.set("-")

@@ -162,8 +162,9 @@ def screenshot(artifact_dir):
 def page(browser, server_url, request, screenshot, artifact_dir):
     """A page in a fresh context (no cookies) whose relative URLs go to the live server.
 
-    Uncaught JavaScript errors and 5xx answers are collected; a test that passed
-    with any of them errors at teardown. A failed test leaves failure.png/.html.
+    Uncaught JavaScript errors, 5xx answers and anything the Content-Security-Policy
+    blocked (an inline script or style the page relied on) are collected; a test
+    that passed with any of them errors at teardown. A failed test leaves failure.png/.html.
     """
     from playwright.sync_api import Error as PlaywrightError
 
@@ -176,7 +177,12 @@ def page(browser, server_url, request, screenshot, artifact_dir):
         if response.status >= 500:
             problems.append(f"{response.status} from {response.request.method} {response.url}")
 
+    def policy_violation(message):
+        if "Content Security Policy" in message.text:
+            problems.append(f"blocked by the Content-Security-Policy: {message.text}")
+
     page.on("pageerror", lambda error: problems.append(f"JavaScript error: {error}"))
+    page.on("console", policy_violation)
     page.on("response", server_error)
     yield page
 
