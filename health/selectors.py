@@ -25,6 +25,7 @@ from catalog.models import Service
 from health import latency
 from health.models import HealthCheckResult, HealthRun, HealthStatus, ServiceHealth, ServiceStatsHour
 from health.quality_score import QualityInputs, QualityScore, quality_score
+from server402 import cache_outages
 
 WINDOW_HOURS = 24
 # Outcomes that are the caller's doing (the upstream refused their input): neither success nor failure.
@@ -82,13 +83,22 @@ def _closed_hours(name: str, now: datetime, compute):
     """
     current = hour_of(now)
     seconds = settings.HEALTH_STATS_CACHE_SECONDS
-    if not seconds:
+    if not seconds or not cache_outages.cache_available():
         return compute(current)
     key = f"{CACHE_NAMESPACE}:{name}:{current:%Y%m%d%H}"
-    found = cache.get(key)
+    # The sums are in the database: a page is slower without the cache, never broken by its outage.
+    outage = "statistics are summed from the database"
+    try:
+        found = cache.get(key)
+    except cache_outages.CACHE_FAILURES as error:
+        cache_outages.cache_failed(error, outage)
+        return compute(current)
     if found is None:
         found = compute(current)
-        cache.set(key, found, seconds)
+        try:
+            cache.set(key, found, seconds)
+        except cache_outages.CACHE_FAILURES as error:
+            cache_outages.cache_failed(error, outage)
     return found
 
 

@@ -33,6 +33,7 @@ from payments import challenge, credentials, facilitators, rate_limits, x402_gat
 from payments import services as payment_services
 from payments.models import ApiKey, Payment, ToolCall, X402Authorization
 from payments.selectors import ApiKeyRejected, api_key_allows, api_key_authenticate
+from server402 import database_outages
 
 logger = logging.getLogger(__name__)
 
@@ -178,21 +179,43 @@ def _pay(service: Service, api_key: ApiKey | None, payment_token: str | None,
     return _Purchase(payment, call)
 
 
+def _call_ended(purchase: _Purchase, end: Callable[[], ToolCall]) -> ToolCall:
+    """`end()`, the transaction that ends the call once the upstream (or the facilitator) has answered,
+    run once more on a fresh connection if the database connection was lost meanwhile.
+
+    An upstream call lasts seconds, and Django checks a kept connection only when a request starts: a
+    database restart or failover meanwhile must not turn a result already paid upstream (and perhaps by the
+    payer) into a 500 and a call left in progress. A COMMIT cut off midway may have committed: the call's
+    record then says it ended, and `end()` is not run twice (it would give a token call back twice).
+    Raises database_outages.DatabaseUnavailable when the database stays out of reach.
+    """
+    def ended_already() -> ToolCall | None:
+        purchase.call.refresh_from_db()
+        return None if purchase.call.outcome == ToolCall.Outcome.IN_PROGRESS else purchase.call
+
+    return database_outages.write_surviving_a_lost_connection(end, done=ended_already)
+
+
 def _settlement_failed(service: Service, purchase: _Purchase, settlement: SettleResponse, started: float,
                        upstream_request_id: str = "") -> ToolAnswer:
     """402: the payment did not settle, so whatever the call produced is not handed out."""
     reason = settlement.error_reason or "settlement_failed"
     detail = f" ({settlement.error_message})" if settlement.error_message else ""
-    with transaction.atomic():
-        purchase.fenced()
-        call = payment_services.tool_call_finish(
-            call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED,
-            http_status=status.HTTP_402_PAYMENT_REQUIRED, latency_ms=round((time.monotonic() - started) * 1000),
-            amount_cents=0, upstream_request_id=upstream_request_id, error=f"settlement failed: {reason}{detail}",
-        )
-        # The call was not delivered: a payment later paid (or reconciled as settled) still owes it.
-        if call.outcome != ToolCall.Outcome.ABANDONED:
-            payment_services.token_call_give_back(payment=purchase.payment)
+
+    def end() -> ToolCall:
+        with transaction.atomic():
+            purchase.fenced()
+            call = payment_services.tool_call_finish(
+                call=purchase.call, outcome=ToolCall.Outcome.SETTLEMENT_FAILED,
+                http_status=status.HTTP_402_PAYMENT_REQUIRED, latency_ms=round((time.monotonic() - started) * 1000),
+                amount_cents=0, upstream_request_id=upstream_request_id, error=f"settlement failed: {reason}{detail}",
+            )
+            # The call was not delivered: a payment later paid (or reconciled as settled) still owes it.
+            if call.outcome != ToolCall.Outcome.ABANDONED:
+                payment_services.token_call_give_back(payment=purchase.payment)
+        return call
+
+    call = _call_ended(purchase, end)
     refused = _payment_required(service, f"payment settlement failed: {reason}{detail}; the result is withheld "
                                          f"and nothing was charged unless paymentId {purchase.payment.id} says so",
                                 reason, {"PAYMENT-RESPONSE": encode_payment_response_header(settlement)})
@@ -242,18 +265,23 @@ def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, st
     """No result, no charge: the payment's call goes back (or x402 stays unsettled) before the caller hears."""
     payment = purchase.payment
     http_status = _FAILURE_STATUS.get(error.kind, status.HTTP_502_BAD_GATEWAY)
-    with transaction.atomic():
-        purchase.fenced()
-        call = payment_services.tool_call_finish(
-            call=purchase.call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
-            http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
-            amount_cents=0, upstream_code=error.code, upstream_request_id=error.request_id, error=error.message,
-        )
-        # A call reconciled meanwhile has had its payment given back already.
-        if call.outcome != ToolCall.Outcome.ABANDONED:
-            payment_services.token_call_give_back(payment=payment)
-        if purchase.x402 and settlement is None:
-            payment_services.x402_authorization_release(ledger=purchase.x402.ledger)
+
+    def end() -> ToolCall:
+        with transaction.atomic():
+            purchase.fenced()
+            call = payment_services.tool_call_finish(
+                call=purchase.call, outcome=_FAILURE_OUTCOME.get(error.kind, ToolCall.Outcome.UPSTREAM_ERROR),
+                http_status=http_status, latency_ms=error.latency_ms or round((time.monotonic() - started) * 1000),
+                amount_cents=0, upstream_code=error.code, upstream_request_id=error.request_id, error=error.message,
+            )
+            # A call reconciled meanwhile has had its payment given back already.
+            if call.outcome != ToolCall.Outcome.ABANDONED:
+                payment_services.token_call_give_back(payment=payment)
+            if purchase.x402 and settlement is None:
+                payment_services.x402_authorization_release(ledger=purchase.x402.ledger)
+        return call
+
+    call = _call_ended(purchase, end)
     body = {"error": _failure_message(error), "charged": False}
     headers = {"Retry-After": "1"} if error.kind == "throttled" else {}
     if settlement is not None:
@@ -268,6 +296,38 @@ def _upstream_failed(purchase: _Purchase, error: aliyun_client.UpstreamError, st
     if error.request_id:
         body["upstreamRequestId"] = error.request_id
     return ToolAnswer(http_status, body, headers, call, settlement)
+
+
+DATABASE_UNAVAILABLE = "the database is unavailable; nothing was charged, retry shortly"
+
+
+def _database_unavailable(purchase: _Purchase | None,
+                          unavailable: database_outages.DatabaseUnavailable | None = None) -> ToolAnswer:
+    """503 when the database cannot be reached, saying what became of the caller's payment.
+
+    Before the payment is taken (`purchase` None) nothing was charged. After
+    it, the call stays in progress in the database until the reconcile task
+    (payments.tasks) closes it and gives its token call back; an x402
+    settlement that may have moved money is left for the operator as unknown.
+    """
+    headers = {"Retry-After": "5"}
+    if purchase is None:
+        return ToolAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, {"error": DATABASE_UNAVAILABLE, "charged": False},
+                          headers)
+    payment_id = purchase.payment.id
+    withheld = "the database became unavailable before this call could be recorded, so its result is withheld"
+    if purchase.x402 is None:
+        body = {"error": f"{withheld}; its token call is given back automatically within minutes: retry then",
+                "charged": False, "paymentId": payment_id}
+        return ToolAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
+    body = {"error": f"{withheld}; nothing was charged unless paymentId {payment_id} says so, and then retryToken "
+                     f"pays for the call once it is given back (within minutes)",
+            "settlement": "unknown", "paymentId": payment_id, "retryToken": credentials.payment_token(payment_id)}
+    settlement = getattr(unavailable, "settlement", None)
+    if settlement is not None:
+        # The facilitator's answer is the payer's only receipt: the database could not keep it.
+        headers["PAYMENT-RESPONSE"] = encode_payment_response_header(settlement)
+    return ToolAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
 
 
 def _run(service: Service, purchase: _Purchase, arguments: dict, *, upstream=None, before_settle=None) -> ToolAnswer:
@@ -299,13 +359,17 @@ def _run(service: Service, purchase: _Purchase, arguments: dict, *, upstream=Non
         settlement = x402_gateway.x402_settle(x402, purchase.call.api_key)
         if not settlement.success:
             return _settlement_failed(service, purchase, settlement, started, answer.request_id)
-    with transaction.atomic():
-        purchase.fenced()
-        call = payment_services.tool_call_finish(
-            call=purchase.call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
-            latency_ms=answer.latency_ms, amount_cents=payment.amount_cents // payment.max_calls,
-            upstream_request_id=answer.request_id,
-        )
+
+    def end() -> ToolCall:
+        with transaction.atomic():
+            purchase.fenced()
+            return payment_services.tool_call_finish(
+                call=purchase.call, outcome=ToolCall.Outcome.SUCCEEDED, http_status=status.HTTP_200_OK,
+                latency_ms=answer.latency_ms, amount_cents=payment.amount_cents // payment.max_calls,
+                upstream_request_id=answer.request_id,
+            )
+
+    call = _call_ended(purchase, end)
     body = envelope(service.upstream_action, answer.body, answer.request_id)
     headers = {"X-Payment-Remaining-Calls": str(payment.max_calls - payment.used_calls)}
     if settlement is not None:
@@ -330,9 +394,21 @@ def _job_accepted(service: Service, key: ApiKey | None, purchase: _Purchase, arg
     return ToolAnswer(status.HTTP_202_ACCEPTED, body, headers, purchase.call)
 
 
+def _anonymous_limit(client_address: str | None) -> None:
+    """429 once `client_address` has sent too many requests with neither an API key nor a payment this minute.
+
+    Checked before anything else: such a request can only be refused or answered with the price, and a
+    flood of them must cost no more than a counter in the cache (no lookup, no search for close ids).
+    """
+    wait = rate_limits.anonymous_hit(client_address) if client_address else None
+    if wait is not None:
+        raise _too_many(rate_limits.anonymous_limit_message(), wait)
+
+
 def paid_call_run(*, reference: str, arguments, api_key: str | None = None, payment_token: str | None = None,
                   payment_signature: str | None = None, payment_payload=None,
-                  service: Service | None = None, respond_async: bool = False) -> ToolAnswer:
+                  service: Service | None = None, respond_async: bool = False,
+                  client_address: str | None = None) -> ToolAnswer:
     """Run one paid tool call end to end and say how it ended; never raises for a refusal.
 
     `arguments` is the parsed JSON body (anything: it is validated here), or
@@ -348,8 +424,14 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     `respond_async` (HTTP `Prefer: respond-async`) makes the same checks and
     takes the same payment, then answers 202 with a job that a worker runs
     through paid_job_run, settling an x402 payment there as the policy says.
+
+    `client_address` (server402.client_addresses) is where an HTTP or MCP
+    request came from: one with neither an API key nor a payment counts against
+    ANONYMOUS_RATE_LIMIT_PER_MINUTE for that address.
     """
     try:
+        if api_key is None and not (payment_token or payment_signature or payment_payload is not None):
+            _anonymous_limit(client_address)
         service = _resolve(reference, service)
         key = _authorize(service, api_key)
         if arguments is None and not (payment_token or payment_signature or payment_payload is not None):
@@ -362,9 +444,18 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
         if refused.answer.status == status.HTTP_402_PAYMENT_REQUIRED:
             health_services.challenge_stats_record(service=service)
         return refused.answer
+    except database_outages.CONNECTION_ERRORS:
+        # Lost before the payment's transaction committed: nothing was taken. (Lost during its COMMIT, it may
+        # have committed; the call it opened is then given back by the reconcile task.)
+        if not database_outages.connection_dropped():
+            raise
+        return _database_unavailable(None)
     if respond_async:
         return _job_accepted(service, key, purchase, arguments)
-    answer = _run(service, purchase, arguments)
+    try:
+        answer = _run(service, purchase, arguments)
+    except database_outages.DatabaseUnavailable as unavailable:
+        return _database_unavailable(purchase, unavailable)
     if answer.call is not None:
         health_services.tool_call_stats_record(call=answer.call)
     return answer
@@ -400,6 +491,11 @@ def _job_refusal(job: Job, purchase: _Purchase) -> tuple[int, str, str] | None:
         # A result could no longer be paid for: the upstream is not called for nothing.
         return (status.HTTP_504_GATEWAY_TIMEOUT, "the x402 authorization expired (validBefore) before a worker could "
                 "make the call; submit again with a new payment", ToolCall.Outcome.TIMEOUT)
+    if job.api_key is not None and job.api_key.revoked_at is not None:
+        # A job is authorized again whenever a worker starts it: revoking a key stops the work it queued, as it
+        # stops its next call. A call already under way when the key was revoked finishes, like a synchronous one.
+        return (status.HTTP_401_UNAUTHORIZED, "the api key this job was submitted with was revoked before a worker "
+                "made the call", ToolCall.Outcome.ABANDONED)
     service = job.service
     if service.state != Service.State.PUBLISHED or not service.enabled:
         return (status.HTTP_503_SERVICE_UNAVAILABLE, f"service {service.id!r} was disabled or unpublished by the "

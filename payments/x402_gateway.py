@@ -5,6 +5,7 @@ writes its outcome to the ledger whatever it is, including "unknown" when the
 facilitator did not answer.
 """
 
+import logging
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -22,6 +23,9 @@ from payments.payment_signatures import (
     payment_payload_parse,
 )
 from payments.selectors import x402_authorization_seen
+from server402 import database_outages
+
+logger = logging.getLogger(__name__)
 
 # The facilitator's reason codes that callers meet most, in words they can act on.
 _FACILITATOR_REASONS = {
@@ -76,18 +80,47 @@ def x402_authorization_verify(*, header: str | None = None, document=None, requi
     return payload, offered, authorization
 
 
+class SettlementUnrecorded(database_outages.DatabaseUnavailable):
+    """The facilitator answered a settlement, and the database could not take the answer."""
+
+    def __init__(self, message: str, settlement: SettleResponse | None):
+        super().__init__(message)
+        self.settlement = settlement
+
+
+def _settlement_recorded(x402: X402Settlement, settlement: SettleResponse | None, **record) -> X402Authorization:
+    """x402_settlement_record, surviving one lost database connection (it is idempotent).
+
+    The facilitator's answer exists nowhere else: dropped for a connection, a
+    payer whose money moved would be left with nothing to show for it. When
+    the database stays out of reach, the answer goes to the log for the
+    operator, and to the caller on SettlementUnrecorded.
+    """
+    try:
+        return database_outages.write_surviving_a_lost_connection(
+            lambda: payment_services.x402_settlement_record(ledger=x402.ledger, settlement=settlement, **record))
+    except database_outages.DatabaseUnavailable as unavailable:
+        if settlement is not None:
+            logger.error("the x402 settlement of payment %s (payer %s, nonce %s) could not be recorded (%s): "
+                         "success=%s transaction=%s error=%s; its ledger row is left to reconcile",
+                         x402.ledger.payment_id, x402.ledger.payer, x402.ledger.nonce, unavailable,
+                         settlement.success, settlement.transaction or "-", settlement.error_reason or "-")
+        raise SettlementUnrecorded(str(unavailable), settlement) from unavailable
+
+
 def x402_settle(x402: X402Settlement, api_key: ApiKey | None = None) -> SettleResponse:
-    """Settle through the facilitator and record the outcome; an unanswered settle is a failed one."""
+    """Settle through the facilitator and record the outcome; an unanswered settle is a failed one.
+
+    Raises SettlementUnrecorded when the database cannot record the outcome.
+    """
     try:
         settlement = facilitators.facilitator().settle(x402.payload, x402.requirements)
     except facilitators.FacilitatorUnavailable as unavailable:
-        x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=None,
-                                                              error=unavailable.reason)
+        x402.ledger = _settlement_recorded(x402, None, error=unavailable.reason)
         return SettleResponse(success=False, error_reason="settlement_unconfirmed",
                               error_message=unavailable.reason, transaction="", network=x402.requirements.network,
                               payer=x402.ledger.payer)
-    x402.ledger = payment_services.x402_settlement_record(ledger=x402.ledger, settlement=settlement,
-                                                          api_key=api_key)
+    x402.ledger = _settlement_recorded(x402, settlement, api_key=api_key)
     if settlement.success and x402.ledger.status != X402Authorization.Status.SETTLED:
         # The facilitator said success but the ledger could not take it as proof: not a paid call.
         return SettleResponse(success=False, error_reason=payment_services.SETTLEMENT_NOT_PROVEN,

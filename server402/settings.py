@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
 
 from server402.environment import (
     env_bool,
@@ -57,15 +58,33 @@ ALLOWED_HOSTS = env_list(
 )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [PUBLIC_BASE_URL])
 
-# Live mode is served over HTTPS: cookies never travel in clear, browsers are
-# told to stay on HTTPS. Behind a TLS-terminating proxy, trust its header.
-if not SANDBOX:
-    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# HTTPS: on by default when the public URL is https (always in live mode), and each part can be asked for
+# or turned off. Cookies never travel in clear, browsers are told to stay on HTTPS, plain HTTP is redirected.
+_HTTPS = PUBLIC_BASE_URL.startswith("https://")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", _HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if _HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+# Behind a TLS-terminating proxy, trust its X-Forwarded-Proto (only a proxy that sets it itself, always).
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Headers on every answer (Django's defaults made explicit): no MIME sniffing, no framing, no referrer
+# beyond this origin, a window of its own. The dashboard's script and styles are files served from this
+# origin (static/), so the policy forbids everything inline: an injected <script> cannot run.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF, "data:"],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 # --- Upstream: Alibaba Cloud ------------------------------------------------
 ALIBABA_CLOUD_ACCESS_KEY_ID = env_str("ALIBABA_CLOUD_ACCESS_KEY_ID")
@@ -135,6 +154,13 @@ if not SANDBOX and not (X402_PAY_TO and X402_FACILITATOR_URL):
 PAYMENT_TTL_SECONDS = env_int("PAYMENT_TTL_SECONDS", 86_400, minimum=60, maximum=90 * 86_400)
 # The largest tool-call body accepted; larger ones are refused before any work.
 TOOL_CALL_MAX_BODY_BYTES = env_int("TOOL_CALL_MAX_BODY_BYTES", 1_048_576, minimum=1024, maximum=20_971_520)
+# Requests per minute one client address may make without an API key and without a payment (tool calls answered
+# with a 402 price, payments created anonymously); past it they are answered 429. Keyed calls follow their key's
+# own limits, paid ones their payment. 0 turns it off.
+ANONYMOUS_RATE_LIMIT_PER_MINUTE = env_int("ANONYMOUS_RATE_LIMIT_PER_MINUTE", 120, minimum=0, maximum=1_000_000)
+# Proxies in front of Server402 that append the address they were reached from to X-Forwarded-For: the client's
+# address is the entry this many from the right. 0 (the default) trusts none: REMOTE_ADDR, the header ignored.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
 
 DEFAULT_PRICING_POLICY = env_str("SERVER402_DEFAULT_PRICING_POLICY", "aliyun-viapi")
 
@@ -194,6 +220,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Probes first: they must pass neither the host check nor the HTTPS redirect (server402/process_health.py).
+    "server402.process_health.process_health",
+    "server402.request_context.request_context",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -202,6 +231,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "server402.middleware.mode_header",
 ]
@@ -258,8 +288,14 @@ except (KeyError, ValueError) as error:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss"))
+# Seconds to connect to Redis, and for each of its answers (cache, rate limits, Celery broker). Redis answers in
+# well under a millisecond; without a bound, a Redis that stops answering (a failover, a half-open connection)
+# would hang every request that counts a rate limit or queues a job.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.05, maximum=60)
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+                                      "socket_timeout": REDIS_SOCKET_TIMEOUT}}}
 else:
     # Shared by every process of one machine, unlike the local-memory cache; culled by expiry first
     # (server402/file_cache.py), so live rate limits and sandbox jobs outlast the upstream nonces.
@@ -331,6 +367,14 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
     _broker_dir.mkdir(parents=True, exist_ok=True)
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A publish to a broker that stopped answering fails in seconds instead of hanging the request: a job is
+    # still accepted (the reaper queues it again), a health run is marked failed and the operator told.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": REDIS_SOCKET_TIMEOUT,
+                                       "socket_connect_timeout": REDIS_SOCKET_TIMEOUT}
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_SOCKET_TIMEOUT
+# One retry at once, then the caller hears: at most about 2 x (connect + answer) timeouts per publish.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 CELERY_TASK_IGNORE_RESULT = True
 # Keep database connections across tasks (server402/celery.py closes them as a request would), and open
 # new ones only every 2000 tasks.
@@ -351,13 +395,33 @@ if HEALTH_CHECK_INTERVAL_SECONDS:
     CELERY_BEAT_SCHEDULE["scheduled-health-run"] = {
         "task": "health.tasks.start_scheduled_health_run", "schedule": float(HEALTH_CHECK_INTERVAL_SECONDS)}
 
+# One line per record on stderr. json (the default in live mode) is for log collectors: one object per line with
+# time, level, logger, message, request_id and the record's extra fields; plain is for a person at a terminal.
+# Every line of a request, or of a Celery task, carries its id (server402/request_context.py).
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOG_FORMAT = env_choice("LOG_FORMAT", "plain" if SANDBOX else "json", ("json", "plain"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "server402.request_context.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     # httpx logs every request at INFO, signature and all; its failures reach our own logs.
     # The x402 SDK logs each signature it makes or checks at INFO.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "x402": {"level": "WARNING"}},
-    "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "x402": {"level": "WARNING"},
+                # The access line of every request (server402/request_context.py); LOG_ACCESS=false drops them.
+                "server402.access": {"level": "INFO" if env_bool("LOG_ACCESS", True) else "WARNING"},
+                # Django's own line per 4xx/5xx repeats the access line (a 402 is the normal first answer).
+                "django.request": {"level": "ERROR"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+# The worker logs through LOGGING too, in the same format, instead of Celery's own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
