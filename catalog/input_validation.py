@@ -3,8 +3,18 @@
 Seed 001's errorExamples set the tone: "ImageURL is required", "ImageURL must
 be a valid http or https URL". Every refusal names the parameter and what is
 wrong with it, and only one is reported: the first, in a stable order.
+
+A URL parameter is handed to the upstream, which downloads it: one that names
+this side of the internet (a loopback, private or link-local address such as
+the 169.254.169.254 metadata service, or localhost) is refused here, before
+anything is paid. Only what the URL itself says is judged: names are never
+resolved, so a public name that resolves to a private address is the
+upstream's to refuse.
 """
 
+import ipaddress
+import re
+import socket
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -14,19 +24,64 @@ _TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a numbe
                "array": "an array", "object": "an object", "null": "null"}
 
 _formats = FormatChecker(formats=())
+# What inet_aton reads as an IPv4 address besides the dotted quad: 2130706433, 0x7f000001, 0177.0.0.1, 127.1.
+_NUMERIC_HOST = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.fullmatch(host) and any(c.isdigit() for c in host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def host_not_public(host: str) -> str | None:
+    """Why a URL's host is not somewhere on the public internet (a phrase), or None when it may be."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "localhost"
+    address = _literal_address(host)
+    if address is None:
+        return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return "not a public address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_private:
+        return "a private address"
+    if address.is_multicast or not address.is_global:
+        return "not a public address"
+    return None
+
+
+def _http_url_parts(value: str):
+    """The parts of an http(s) URL with a host, or None when `value` is not one."""
+    if len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:
+        return None
+    return parts if parts.scheme in ("http", "https") and hostname else None
 
 
 @_formats.checks("uri")
 def _http_url(value) -> bool:
     if not isinstance(value, str):
         return True
-    if len(value) > MAX_URL_LENGTH or any(c.isspace() for c in value):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    parts = _http_url_parts(value)
+    return parts is not None and host_not_public(parts.hostname) is None
 
 
 def _where(path) -> str:
@@ -50,6 +105,10 @@ def _message(error) -> str:
     if validator == "format" and value == "uri":
         if isinstance(error.instance, str) and len(error.instance) > MAX_URL_LENGTH:
             return f"{where} must be at most {MAX_URL_LENGTH} characters"
+        parts = _http_url_parts(error.instance) if isinstance(error.instance, str) else None
+        if parts is not None:
+            return (f"{where} must be a public http or https URL: {parts.hostname} is "
+                    f"{host_not_public(parts.hostname)}")
         return f"{where} must be a valid http or https URL"
     if validator == "type":
         kinds = value if isinstance(value, list) else [value]

@@ -87,6 +87,20 @@ def payment_record(payment: Payment, *, viewer: ApiKey | None, show_token: bool 
     return record
 
 
+def payment_visible(payment_id: str, *, viewer: ApiKey | None) -> Payment | None:
+    """The payment `viewer` may read or pay, or None, exactly as for an id that does not exist.
+
+    A payment bound to a client is that client's alone: another key, or no
+    key, is answered as if the id were unknown, so holding or guessing an id
+    tells nothing about whether it exists. An unbound payment is anyone's who
+    holds its id (128 random bits, shown only to whoever created or paid it).
+    """
+    payment = Payment.objects.select_related("service", "client").filter(pk=payment_id).first()
+    if payment is None or payment.client_id is not None and payment.client_id != getattr(viewer, "pk", None):
+        return None
+    return payment
+
+
 def x402_authorization_seen(*, payer: str, nonce: str) -> bool:
     """Whether this (payer, nonce) is already in the ledger (lower-case values)."""
     return X402Authorization.objects.filter(payer=payer, nonce=nonce).exists()

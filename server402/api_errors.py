@@ -10,11 +10,13 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class ApiError(exceptions.APIException):
-    """An error with a status, a sentence and optional extra fields."""
+    """An error with a status, a sentence, optional extra fields and optional response headers (Retry-After)."""
 
-    def __init__(self, message: str, *, status_code: int = status.HTTP_400_BAD_REQUEST, **extra):
+    def __init__(self, message: str, *, status_code: int = status.HTTP_400_BAD_REQUEST, headers: dict | None = None,
+                 **extra):
         super().__init__(message)
         self.status_code = status_code
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -40,7 +42,7 @@ def validation_error_body(detail) -> dict:
 
 def exception_handler(exc, context):
     if isinstance(exc, ApiError):
-        return Response({"error": str(exc.detail), **exc.extra}, status=exc.status_code)
+        return Response({"error": str(exc.detail), **exc.extra}, status=exc.status_code, headers=exc.headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

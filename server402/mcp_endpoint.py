@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from payments.instructions import MCP_PAYMENT
 from payments.selectors import api_key_presented
 from server402 import mcp_tools
+from server402.client_addresses import client_address
 from server402.request_bodies import BodyRefused, bounded_body
 
 HANDSHAKE_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
@@ -223,7 +224,8 @@ def _tools_call(exchange: _Exchange) -> dict:
     meta = params.get("_meta")
     try:
         return mcp_tools.tool_call(name=params.get("name"), arguments=params.get("arguments"), meta=meta,
-                                   api_key=api_key_presented(exchange.request.headers))
+                                   api_key=api_key_presented(exchange.request.headers),
+                                   client_address=client_address(exchange.request))
     except mcp_tools.InvalidParams as invalid:
         raise _RpcError(INVALID_PARAMS, str(invalid)) from None
 

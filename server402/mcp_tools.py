@@ -336,13 +336,14 @@ def _service(name: str) -> Service:
     return service
 
 
-def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
+def tool_call(*, name, arguments, meta, api_key: str | None, client_address: str | None = None) -> dict:
     """Run `tools/call` and return its CallToolResult; InvalidParams when there is no such call to make.
 
     Tool-level failures (bad input, payment required or refused, upstream
     errors) are results with isError true, carrying the HTTP answer's body.
     A paid call with `_meta[RESPOND_ASYNC_META_KEY]` true answers, once paid,
-    with the accepted job's record (not an error), its id in `_meta[JOB_META_KEY]`.
+    with the accepted job's record (not an error), its id in `_meta[JOB_META_KEY]`. `client_address`
+    counts an unpaid call without an API key against its address's limit (see paid_call_run).
     """
     if not isinstance(name, str):
         raise InvalidParams("params.name must be a string naming a tool")
@@ -366,5 +367,5 @@ def tool_call(*, name, arguments, meta, api_key: str | None) -> dict:
         return _input_error(f"{PAYMENT_TOKEN_ARGUMENT} must be a string", PAYMENT_TOKEN_ARGUMENT)
     answer = paid_call_run(reference=service.id, service=service, arguments=arguments, api_key=api_key,
                            payment_token=token or None, payment_payload=(meta or {}).get(PAYMENT_META_KEY),
-                           respond_async=respond_async)
+                           respond_async=respond_async, client_address=client_address)
     return _answer_result(service, answer)

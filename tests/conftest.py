@@ -33,6 +33,14 @@ def _statistics_cache_of_its_own(monkeypatch):
     monkeypatch.setattr(selectors, "CACHE_NAMESPACE", f"test-{uuid.uuid4().hex}")
 
 
+@pytest.fixture(autouse=True)
+def _no_anonymous_rate_limit():
+    """Off unless a test turns it on: every test client calls from 127.0.0.1 and the cache outlives tests, so
+    the suite's own unpaid calls would run into it (tests/production/test_attacks.py tests it)."""
+    with override_settings(ANONYMOUS_RATE_LIMIT_PER_MINUTE=0):
+        yield
+
+
 @pytest.fixture
 def clear_of_the_hour_turn():
     """Wait out the last 30 s of an hour: the closed hours' sums are cached per hour, so a test counting

@@ -12,14 +12,15 @@ from x402.http.utils import encode_payment_response_header
 
 from catalog import openapi
 from catalog.selectors import closest_service_ids, service_resolve
-from payments import challenge, x402_gateway
+from payments import challenge, rate_limits, x402_gateway
 from payments import services as payment_services
 from payments.api.authentication import request_api_key
 from payments.api.serializers import PaymentCreateSerializer, PaymentPaySerializer
 from payments.models import ApiKey, Payment
 from payments.pipeline import API_KEY_NOT_ALLOWED, paid_call_run
-from payments.selectors import api_key_allows, api_key_presented, payment_record
+from payments.selectors import api_key_allows, api_key_presented, payment_record, payment_visible
 from server402.api_errors import ApiError
+from server402.client_addresses import client_address
 from server402.http_preferences import prefers_respond_async
 from server402.request_bodies import BodyRefused, bounded_body
 
@@ -88,7 +89,9 @@ class ToolCallApi(APIView):
             502: openapi.error("The upstream failed, or refused this server's credentials. Nothing is charged "
                                "unless `charged` says so (then retryToken pays the retry)."),
             503: openapi.error("The tool is disabled by the operator, the upstream is throttling, the x402 "
-                               "facilitator did not answer, or no upstream credentials are configured."),
+                               "facilitator did not answer, no upstream credentials are configured, or the "
+                               "database is unavailable (a token call taken is given back within minutes; "
+                               "`settlement` says when an x402 payment's outcome is unknown)."),
             504: openapi.error("The upstream did not answer in time. Nothing is charged unless `charged` says so."),
         },
         extensions={openapi.TOOL_TEMPLATE: True},
@@ -101,15 +104,17 @@ class ToolCallApi(APIView):
             payment_token=request.headers.get("X-Payment-Token") or None,
             payment_signature=request.headers.get("PAYMENT-SIGNATURE") or None,
             respond_async=prefers_respond_async(request.headers.get("Prefer")),
+            client_address=client_address(request),
         )
         return _response(answer)
 
 
-def _payment(payment_id: str) -> Payment:
+def _payment(payment_id: str, viewer: ApiKey | None) -> Payment:
+    """The payment `viewer` may see; another client's is "not found", word for word as an unknown id."""
     payment = None
     # Checked before the query: an id PostgreSQL cannot even store (a NUL byte) is simply not found.
     if _PAYMENT_ID.fullmatch(payment_id):
-        payment = Payment.objects.select_related("service", "client").filter(pk=payment_id).first()
+        payment = payment_visible(payment_id, viewer=viewer)
     if payment is None:
         raise ApiError("payment not found", status_code=status.HTTP_404_NOT_FOUND)
     return payment
@@ -127,9 +132,17 @@ class PaymentCreateApi(APIView):
                    400: openapi.error("The body is not a JSON object, has unknown fields, or a field is wrong."),
                    401: openapi.error("The API key is unknown or revoked, or the tool's policy requires one."),
                    403: openapi.error("The API key is not allowed to call this tool."),
-                   404: openapi.error("No published tool has this serviceId; closestIds suggests some.")},
+                   404: openapi.error("No published tool has this serviceId; closestIds suggests some."),
+                   429: openapi.error("Too many payments created without an API key from this address this "
+                                      "minute: wait Retry-After seconds.")},
     )
     def post(self, request):
+        if api_key_presented(request.headers) is None:
+            # Each anonymous payment is a row: their number is bounded per address, before any other work.
+            wait = rate_limits.anonymous_hit(client_address(request))
+            if wait is not None:
+                raise ApiError(rate_limits.anonymous_limit_message(), status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                               headers={"Retry-After": str(wait)}, retryAfterSeconds=wait)
         if not isinstance(request.data, dict):
             raise ApiError("request body must be a JSON object")
         serializer = PaymentCreateSerializer(data=request.data)
@@ -159,11 +172,12 @@ class PaymentDetailApi(APIView):
         responses={200: OpenApiResponse(openapi.schema_ref("PaymentRecord"),
                                         description="Its status and remaining calls; the token for its client."),
                    401: openapi.error("The API key is unknown or revoked."),
-                   404: openapi.error("No such payment.")},
+                   404: openapi.error("No such payment, or it is bound to another client than the API key "
+                                      "sent (or none was sent): the two answers are the same.")},
     )
     def get(self, request, payment_id):
-        payment = _payment(payment_id)
-        return Response(payment_record(payment, viewer=request_api_key(request, required=False)))
+        viewer = request_api_key(request, required=False)
+        return Response(payment_record(_payment(payment_id, viewer), viewer=viewer))
 
 
 def _x402_refusal(payment: Payment, refused: x402_gateway.X402PaymentRefused, viewer: ApiKey | None) -> Response:
@@ -213,8 +227,8 @@ class PaymentPayApi(APIView):
                 {"anyOf": [openapi.schema_ref("PaymentRequired"), openapi.schema_ref("Error")]},
                 description="x402: the payment's requirements, or why the payment sent was refused; "
                             "balance: the balance is too low (balanceCents)."),
-            404: openapi.error("No such payment."),
-            409: openapi.error("The payment cannot be paid: already paid, expired, or another client's."),
+            404: openapi.error("No such payment, or it is bound to another client than the API key sent."),
+            409: openapi.error("The payment cannot be paid: already paid, or expired."),
             503: openapi.error("The x402 facilitator did not answer; nothing was charged."),
         },
     )
@@ -226,7 +240,7 @@ class PaymentPayApi(APIView):
         if serializer.validated_data["method"] == "x402":
             return self._pay_with_x402(request, payment_id, signature)
         api_key = request_api_key(request, required=True)
-        payment = _payment(payment_id)
+        payment = _payment(payment_id, api_key)
         try:
             payment = payment_services.payment_pay_from_balance(payment=payment, api_key=api_key)
         except payment_services.InsufficientBalance:
@@ -240,7 +254,7 @@ class PaymentPayApi(APIView):
 
     def _pay_with_x402(self, request, payment_id, signature):
         api_key = request_api_key(request, required=False)
-        payment = _payment(payment_id)
+        payment = _payment(payment_id, api_key)
         try:
             settlement = x402_gateway.payment_pay_with_x402(payment=payment, api_key=api_key, header=signature)
         except x402_gateway.X402PaymentRefused as refused:

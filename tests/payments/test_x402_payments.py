@@ -353,9 +353,12 @@ def test_a_legacy_payment_of_another_client_cannot_be_paid_anonymously(api, x402
     _, secret = make_key()
     created = _create_payment(api, HTTP_AUTHORIZATION=f"Bearer {secret}")
     pay_url = f"/api/payments/{created['paymentId']}/pay"
-    header = api.post(pay_url, {"method": "x402"}, format="json")["PAYMENT-REQUIRED"]
-    response = api.post(pay_url, HTTP_PAYMENT_SIGNATURE=x402_payer.header(header))
-    assert response.status_code == 409 and response.json()["error"] == "payment belongs to another client"
+    header = api.post(pay_url, {"method": "x402"}, format="json", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = api.post(pay_url, HTTP_PAYMENT_SIGNATURE=x402_payer.header(header["PAYMENT-REQUIRED"]))
+    # Answered as an unknown id is: another client's payment is not even confirmed to exist.
+    assert (response.status_code, response.json()) == (404, {"error": "payment not found"})
+    assert api.post(pay_url, {"method": "x402"}, format="json").status_code == 404
+    assert Payment.objects.get().status == "pending" and not X402Authorization.objects.exists()
 
 
 def test_a_call_cut_off_midway_leaves_its_settlement_marked_unknown(api, upstream_emulator, x402_payer):
