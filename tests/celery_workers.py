@@ -82,12 +82,13 @@ class Worker:
         self._log_file.close()
 
 
-def database_url() -> str:
-    """The test database (pytest-django's, not the configured one) as a worker's DATABASE_URL."""
+def database_url(application_name: str = WORKER_APPLICATION_NAME) -> str:
+    """The test database (pytest-django's, not the configured one) as a worker's DATABASE_URL; its sessions
+    carry `application_name` in pg_stat_activity."""
     db = connection.settings_dict
     credentials = quote(db["USER"] or "", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
     return (f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{quote(db['NAME'])}"
-            f"?application_name={WORKER_APPLICATION_NAME}")
+            f"?application_name={quote(application_name)}")
 
 
 def forget_broker_connections(app) -> None:
