@@ -39,7 +39,8 @@ test: install
 	@bin/ensure-chromium
 	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest $(PYTEST_ARGS)
 
-# bench/requirements.txt: the x402 SDK's example servers the x402 throughput bench compares against.
+# bench/requirements.txt: the x402 SDK's example servers the x402 throughput bench compares against, and py-spy
+# for the load bench's profile.
 bench: install
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	SECRET_KEY=bench-only-not-a-secret $(PY) bench/run.py

@@ -31,8 +31,10 @@ graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=3600)
 # Longer than the usual load balancer idle timeout (60 s), so the balancer closes idle connections first and
 # never sends a request on one gunicorn is closing.
 keepalive = env_int("WEB_KEEPALIVE", 75, minimum=0, maximum=3600)
-# A fresh process now and then bounds what any slow leak can grow to; the jitter keeps them from restarting together.
-max_requests = env_int("WEB_MAX_REQUESTS", 10_000, minimum=0)
+# Off by default, measured (bench/README.md "Load"): a restarting worker closes its kept-alive connections, the
+# clients reconnect at once to the other worker, and one process (one GIL) then serves everything: 77 calls/s
+# against 109 with restarts off. Set it where a slow leak is suspected; the jitter keeps workers apart.
+max_requests = env_int("WEB_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = max_requests // 10
 
 # Requests are small: a JSON body and a few headers. The largest header a client legitimately sends is

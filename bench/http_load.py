@@ -4,6 +4,9 @@ Each thread sends its next request as soon as the previous answer is read, so
 the server always has N requests in hand: what is counted is how many answers
 it gives at that concurrency. http.client keeps the client's cost per request
 low (well under a millisecond) and the same for every server it is pointed at.
+
+Each passing answer's latency (from sending the request to reading the whole
+answer, on the client's clock) is kept, for percentiles under load (bench/load.py).
 """
 
 import http.client
@@ -35,34 +38,40 @@ class Run:
     failures: list[str] = field(default_factory=list)
     failure_count: int = 0
     seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)  # of the answers that passed
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def per_second(self) -> float:
         return self.answers / self.seconds if self.seconds else 0.0
 
-    def add(self, problem: str | None) -> None:
+    def add(self, problem: str | None, latency_ms: float | None = None) -> None:
         with self._lock:
             if problem is None:
                 self.answers += 1
+                if latency_ms is not None:
+                    self.latencies_ms.append(latency_ms)
                 return
             self.failure_count += 1
             if len(self.failures) < MAX_FAILURES_KEPT:
                 self.failures.append(problem)
 
 
-def _send(connection: http.client.HTTPConnection, request: Request, check: Check) -> str | None:
+def _send(connection: http.client.HTTPConnection, request: Request, check: Check) -> tuple[str | None, float]:
+    """(what was wrong or None, ms from sending to the answer read in full: the check is not timed)."""
+    sent = time.perf_counter()
     try:
         connection.request(request.method, request.path, body=request.body, headers=request.headers)
         response = connection.getresponse()
         body = response.read()
     except (OSError, http.client.HTTPException) as error:
         connection.close()  # the next request opens a new connection
-        return f"{error.__class__.__name__}: {error}"
+        return f"{error.__class__.__name__}: {error}", (time.perf_counter() - sent) * 1000
+    latency_ms = (time.perf_counter() - sent) * 1000
     try:
-        return check(response.status, response.headers, body)
+        return check(response.status, response.headers, body), latency_ms
     except Exception as error:  # noqa: BLE001 - an answer the check cannot even read is a failed answer
-        return f"unreadable answer ({error.__class__.__name__}: {error}): {body[:200]!r}"
+        return f"unreadable answer ({error.__class__.__name__}: {error}): {body[:200]!r}", latency_ms
 
 
 def _drive(port: int, connections: int, next_request: Callable[[float], Request | None], check: Check) -> Run:
@@ -85,7 +94,7 @@ def _drive(port: int, connections: int, next_request: Callable[[float], Request 
                 raise
             ready.wait(timeout=60)
             while (request := next_request(time.perf_counter() - started[0])) is not None:
-                run.add(_send(connection, request, check))
+                run.add(*_send(connection, request, check))
             finished.append(time.perf_counter())
         finally:
             connection.close()
@@ -101,9 +110,15 @@ def _drive(port: int, connections: int, next_request: Callable[[float], Request 
     return run
 
 
-def for_duration(port: int, request: Request, check: Check, *, connections: int, seconds: float) -> Run:
-    """The same request over and over for `seconds` (answers in flight at the end are waited for and counted)."""
-    return _drive(port, connections, lambda elapsed: request if elapsed < seconds else None, check)
+def for_duration(port: int, request: Request | Callable[[], Request], check: Check, *, connections: int,
+                 seconds: float) -> Run:
+    """The same request over and over for `seconds` (answers in flight at the end are waited for and counted).
+
+    `request` may be a function making each request (called in the sending thread), for requests that must
+    differ (a fresh signature) or belong to their connection (its own credentials).
+    """
+    make = request if callable(request) else lambda: request
+    return _drive(port, connections, lambda elapsed: make() if elapsed < seconds else None, check)
 
 
 def for_each(port: int, requests: list[Request], check: Check, *, connections: int) -> Run:

@@ -115,16 +115,19 @@ def server_env(port: int, db_url: str, extra_env: dict | None = None) -> dict:
     shared emulator."""
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": db_url, "SERVER402_ENV_FILE": "",
            "SERVER402_VAR_DIR": str(settings.VAR_DIR), "SECRET_KEY": settings.SECRET_KEY,
-           "SERVER402_MODE": "sandbox", "SANDBOX_LATENCY_MS": "0", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
+           "SERVER402_MODE": "sandbox", "SANDBOX_LATENCY_MS": "0", "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+           # Every load comes from 127.0.0.1: the per-address limit on unpaid calls would measure itself.
+           "ANONYMOUS_RATE_LIMIT_PER_MINUTE": "0"}
     env.pop("ALIBABA_CLOUD_ENDPOINT", None)
     env.update(extra_env or {})
     return env
 
 
-def server_start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """A server in a session of its own (so server_stop can end all its processes), logging to log_path."""
+def server_start(command: list[str], env: dict, log_path: Path, *, cwd: Path = ROOT) -> subprocess.Popen:
+    """A server in a session of its own (so server_stop can end all its processes), logging to log_path;
+    `cwd` is the checkout it serves (the load bench may compare another one)."""
     with log_path.open("wb") as log:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -263,7 +266,7 @@ def profile(secret: str, token: str) -> None:
             one()
 
     run()  # warm up
-    steps = {name: [] for name in ("_resolve", "_authorize", "_validate", "_pay", "_settle")}
+    steps = {name: [] for name in ("_resolve", "_authorize", "_validate", "_pay", "_run")}
     steps["aliyun_client.call_service"] = []
     originals = {name: getattr(pipeline, name) for name in steps if name.startswith("_")}
     original_call_service = aliyun_client.call_service

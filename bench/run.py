@@ -44,6 +44,7 @@ import catalog_history  # noqa: E402
 import dashboard_pages  # noqa: E402
 import health_runs  # noqa: E402
 import jobs_throughput  # noqa: E402
+import load  # noqa: E402
 import mcp_throughput  # noqa: E402
 import paid_call  # noqa: E402  (bench/paid_call.py, beside this file)
 import x402_throughput  # noqa: E402
@@ -149,6 +150,10 @@ BENCHES = {
     "jobs": (jobs_throughput.main, "async jobs submitted and completed per s by two Celery workers, against "
              "synchronous paid calls (BENCH_JOBS, BENCH_JOBS_ASYNC, BENCH_JOBS_SEQUENTIAL, BENCH_JOBS_CONCURRENCY, "
              "BENCH_JOBS_POOL, BENCH_JOBS_ONE_WORKER)"),
+    "load": (load.main, "the paid token call at rising concurrency against its upstream alone, gunicorn in its "
+             "production configuration (BENCH_LOAD_SECONDS, BENCH_LOAD_LEVELS, BENCH_LOAD_WARM_UP_SECONDS, "
+             "BENCH_LOAD_TOKENS, BENCH_LOAD_PROFILE, BENCH_LOAD_PROFILE_SECONDS, BENCH_LOAD_COMPARE, "
+             "BENCH_LOAD_COMPARE_ROUND_SECONDS)"),
 }
 
 

@@ -86,7 +86,8 @@ class Served:
 
 
 def process_group_cpu_seconds(group: int) -> float | None:
-    """User and system CPU time of the live processes of a process group so far; None without Linux's /proc."""
+    """User and system CPU time of a process group so far: its live processes and the children they reaped
+    (a gunicorn worker restarted after max_requests moves its time to the master); None without /proc."""
     ticks = 0
     try:
         stats = [path for path in Path("/proc").iterdir() if path.name.isdigit()]
@@ -99,7 +100,7 @@ def process_group_cpu_seconds(group: int) -> float | None:
         except (OSError, IndexError):
             continue  # exited meanwhile
         if int(fields[2]) == group:
-            ticks += int(fields[11]) + int(fields[12])
+            ticks += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -375,29 +375,30 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def gunicorn_url():
+def gunicorn_url(tmp_path_factory):
     """The app under gunicorn, as the Procfile serves it: the only server that lets a view drop a connection."""
     port = free_port()
     root = Path(settings.BASE_DIR)
-    env = {**os.environ, "SECRET_KEY": os.environ.get("SECRET_KEY", "x"), "PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "server402.wsgi", "--bind", f"127.0.0.1:{port}", "--threads", "2",
-         "--log-level", "warning"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 20
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {**os.environ, "SECRET_KEY": os.environ.get("SECRET_KEY", "x"), "PORT": str(port), "SERVER402_ENV_FILE": "",
+           "WEB_CONCURRENCY": "1", "WEB_THREADS": "2", "LOG_LEVEL": "warning"}
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "server402.wsgi"], cwd=root, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    # The port accepts as soon as the arbiter binds it; the worker answers once Django is loaded.
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
     else:
         process.kill()
-        pytest.fail(f"gunicorn did not start: {process.stderr.read().decode()}")
+        pytest.fail(f"gunicorn did not start: {log.read_text(errors='replace')[-3000:]}")
     yield f"http://127.0.0.1:{port}"
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
+    process.wait(timeout=30)
 
 
 def http_send(base, request):
