@@ -34,10 +34,14 @@ run: install .env
 	@echo "Serving $(PUBLIC_BASE_URL) (sandbox unless SERVER402_MODE=live); Ctrl-C stops everything."
 	@exec $(VENV)/bin/honcho -f Procfile start -p $(PORT)
 
+# The suite runs in TEST_PROCESSES processes (pytest-xdist, a test database each; 0 runs it in this one): most of
+# its time is spent waiting on servers, workers and sockets, so 4 keep 2 CPUs busy. Tests sharing one cluster of
+# servers stay on one process (xdist_group, --dist loadgroup).
+TEST_PROCESSES ?= 4
 # bin/ensure-chromium installs Debian's chromium for the browser tests when it can (root with apt-get); it never fails.
 test: install
 	@bin/ensure-chromium
-	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest $(PYTEST_ARGS)
+	SECRET_KEY=test-only-not-a-secret $(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 # bench/requirements.txt: the x402 SDK's example servers the x402 throughput bench compares against, and py-spy
 # for the load bench's profile.
