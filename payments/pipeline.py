@@ -29,7 +29,7 @@ from health import services as health_services
 from jobs import selectors as job_selectors
 from jobs import services as job_services
 from jobs.models import Job
-from payments import challenge, credentials, facilitators, rate_limits, x402_gateway
+from payments import challenge, credentials, facilitators, payment_signatures, rate_limits, x402_gateway
 from payments import services as payment_services
 from payments.models import ApiKey, Payment, ToolCall, X402Authorization
 from payments.selectors import ApiKeyRejected, api_key_allows, api_key_authenticate
@@ -320,10 +320,16 @@ def _database_unavailable(purchase: _Purchase | None,
         body = {"error": f"{withheld}; its token call is given back automatically within minutes: retry then",
                 "charged": False, "paymentId": payment_id}
         return ToolAnswer(status.HTTP_503_SERVICE_UNAVAILABLE, body, headers)
-    body = {"error": f"{withheld}; nothing was charged unless paymentId {payment_id} says so, and then retryToken "
-                     f"pays for the call once it is given back (within minutes)",
-            "settlement": "unknown", "paymentId": payment_id, "retryToken": credentials.payment_token(payment_id)}
     settlement = getattr(unavailable, "settlement", None)
+    if settlement is None:
+        owed = (f"nothing was charged unless paymentId {payment_id} says so, and then retryToken pays for the call "
+                f"once it is given back (within minutes)")
+    else:
+        # Settled, but not recorded: the payment stays pending (its token refused) until an operator records it.
+        owed = (f"the payment settled (PAYMENT-RESPONSE is the receipt) but could not be recorded: do not pay again; "
+                f"keep paymentId {payment_id}, and retryToken pays for the call once the operator has recorded it")
+    body = {"error": f"{withheld}; {owed}", "settlement": "unknown", "paymentId": payment_id,
+            "retryToken": credentials.payment_token(payment_id)}
     if settlement is not None:
         # The facilitator's answer is the payer's only receipt: the database could not keep it.
         headers["PAYMENT-RESPONSE"] = encode_payment_response_header(settlement)
@@ -394,6 +400,29 @@ def _job_accepted(service: Service, key: ApiKey | None, purchase: _Purchase, arg
     return ToolAnswer(status.HTTP_202_ACCEPTED, body, headers, purchase.call)
 
 
+def _credential_parses(api_key: str | None, payment_token: str | None, payment_signature: str | None,
+                       payment_payload) -> bool:
+    """Whether any credential the request carries is well formed, judged without the database.
+
+    One that does not even parse (a junk key, a token whose MAC is wrong, a PAYMENT-SIGNATURE that is not a
+    PaymentPayload) can only be refused: carrying it must not lift a flood off the anonymous limit.
+    """
+    if api_key is not None and credentials.api_key_prefix(api_key):
+        return True
+    if payment_token and credentials.payment_token_id(payment_token):
+        return True
+    try:
+        if payment_signature:
+            payment_signatures.payment_payload_decode(payment_signature)
+            return True
+        if payment_payload is not None:
+            payment_signatures.payment_payload_parse(payment_payload, source="x402/payment")
+            return True
+    except payment_signatures.PaymentSignatureRefused:
+        pass
+    return False
+
+
 def _anonymous_limit(client_address: str | None) -> None:
     """429 once `client_address` has sent too many requests with neither an API key nor a payment this minute.
 
@@ -426,11 +455,12 @@ def paid_call_run(*, reference: str, arguments, api_key: str | None = None, paym
     through paid_job_run, settling an x402 payment there as the policy says.
 
     `client_address` (server402.client_addresses) is where an HTTP or MCP
-    request came from: one with neither an API key nor a payment counts against
-    ANONYMOUS_RATE_LIMIT_PER_MINUTE for that address.
+    request came from: one with neither an API key nor a payment (or with only
+    credentials that do not parse) counts against ANONYMOUS_RATE_LIMIT_PER_MINUTE
+    for that address.
     """
     try:
-        if api_key is None and not (payment_token or payment_signature or payment_payload is not None):
+        if not _credential_parses(api_key, payment_token, payment_signature, payment_payload):
             _anonymous_limit(client_address)
         service = _resolve(reference, service)
         key = _authorize(service, api_key)

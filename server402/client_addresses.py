@@ -17,8 +17,15 @@ _IPV6_PREFIX = 64
 
 
 def _normalized(text: str) -> str | None:
+    text = text.strip()
+    # Some proxies (Azure Application Gateway, for one) append the client's port as well: "203.0.113.9:51234",
+    # "[2001:db8::1]:443". Unread, every client would count as the proxy itself.
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if address.version == 6:

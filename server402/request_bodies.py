@@ -13,9 +13,11 @@ any other and an oversized one refused as soon as the limit is crossed.
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import UnreadablePostError
+from gunicorn.http.errors import ParseException
 
 # A client that stops sending its body is cut off by the server's read timeout (gunicorn.conf.py).
 STALLED = "the request body stopped arriving before it was complete; nothing was done"
+MALFORMED_CHUNKS = "the request body is not valid chunked encoding; nothing was done"
 
 
 class BodyRefused(Exception):
@@ -61,6 +63,9 @@ def _chunked_body(request, limit: int, too_large: BodyRefused) -> bytes:
             chunk = stream.read(min(65_536, limit + 1 - size))
         except OSError:
             raise BodyRefused(STALLED, too_large=False) from None
+        except ParseException:
+            # gunicorn decodes the chunks as they are read: a bad chunk size or terminator is the client's error.
+            raise BodyRefused(MALFORMED_CHUNKS, too_large=False) from None
         if not chunk:
             break
         chunks.append(chunk)

@@ -275,6 +275,14 @@ def _database(url: str) -> dict:
     else:
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
         config["CONN_HEALTH_CHECKS"] = True
+        # A database that stops answering must not hang a request (or the retry of a paid call's last write,
+        # server402/database_outages.py): connecting is bounded, and TCP keepalives notice a dead peer within
+        # about a minute. The URL's own parameters win.
+        options = config.setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=300))
+        for name, value in {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                            "keepalives_count": 3}.items():
+            options.setdefault(name, value)
     return config
 
 

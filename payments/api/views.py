@@ -229,7 +229,8 @@ class PaymentPayApi(APIView):
                             "balance: the balance is too low (balanceCents)."),
             404: openapi.error("No such payment, or it is bound to another client than the API key sent."),
             409: openapi.error("The payment cannot be paid: already paid, or expired."),
-            503: openapi.error("The x402 facilitator did not answer; nothing was charged."),
+            503: openapi.error("The x402 facilitator did not answer (nothing was charged), or the database could not "
+                               "record its settlement (`settlement` is unknown; PAYMENT-RESPONSE is the receipt)."),
         },
     )
     def post(self, request, payment_id):
@@ -260,6 +261,15 @@ class PaymentPayApi(APIView):
         except x402_gateway.X402PaymentRefused as refused:
             payment.refresh_from_db()
             return _x402_refusal(payment, refused, api_key)
+        except x402_gateway.SettlementUnrecorded as unrecorded:
+            # The facilitator answered and the database could not keep it: its answer is the payer's only receipt.
+            headers = {"Retry-After": "5"}
+            if unrecorded.settlement is not None:
+                headers["PAYMENT-RESPONSE"] = encode_payment_response_header(unrecorded.settlement)
+            body = {"error": f"the database became unavailable while recording this payment's x402 settlement: "
+                             f"whether payment {payment.id} is paid is unknown until the operator reconciles it; "
+                             f"do not pay it again", "settlement": "unknown", "paymentId": payment.id}
+            return Response(body, status=status.HTTP_503_SERVICE_UNAVAILABLE, headers=headers)
         except payment_services.PaymentRefused as refused:
             raise ApiError(refused.reason, status_code=status.HTTP_409_CONFLICT) from None
         # Whoever paid an unbound payment holds its calls; a bound one shows its token to its client only.

@@ -720,6 +720,24 @@ class TestAnonymousFlood:
         stats.refresh_from_db()
         assert stats.count == 1 + 5
 
+    @pytest.mark.parametrize("junk", [
+        {"HTTP_X_PAYMENT_TOKEN": "junk"},
+        {"HTTP_X_PAYMENT_TOKEN": "pay_" + "0" * 32 + "." + "0" * 64},  # a token's shape, a wrong MAC
+        {"HTTP_PAYMENT_SIGNATURE": "junk"},
+        {"HTTP_PAYMENT_SIGNATURE": encode_header({"x402Version": 2})},
+        {"HTTP_AUTHORIZATION": "Bearer junk"},
+    ], ids=["token", "token-with-a-wrong-mac", "signature", "signature-not-a-payload", "api-key"])
+    def test_credentials_that_do_not_parse_count_as_none(self, api, anonymous_limit, junk):
+        address = _unique_address()
+        assert _post(api, REMOTE_ADDR=_unique_address()).status_code == 402  # this hour's statistics row exists
+        rows = _rows()
+
+        answers = [_post(api, REMOTE_ADDR=address, **junk) for _ in range(8)]
+
+        assert [answer.status_code for answer in answers][5:] == [429] * 3
+        assert all(answer.status_code in (400, 401, 402) for answer in answers[:5])
+        assert _rows() == rows
+
     def test_each_address_has_its_own_minute(self, api, anonymous_limit):
         flooded = _unique_address()
         for _ in range(6):

@@ -201,3 +201,12 @@ def test_gunicorn_is_sized_from_the_environment():
 def test_a_bad_gunicorn_value_stops_start_up_naming_it():
     with pytest.raises(AssertionError, match="WEB_THREADS='many' is not a whole number"):
         gunicorn_settings(WEB_THREADS="many")
+
+
+def test_postgresql_connections_are_bounded_in_time_and_the_urls_own_parameters_win():
+    options = "sorted(s.DATABASES['default']['OPTIONS'].items())"
+    bounded = settings_of(options, DATABASE_URL="postgres://u@db:5432/x")
+    assert "('connect_timeout', 5)" in bounded and "('keepalives', 1)" in bounded
+    assert "('connect_timeout', 9)" in settings_of(options, DATABASE_URL="postgres://u@db:5432/x",
+                                                        DATABASE_CONNECT_TIMEOUT="9")
+    assert "('connect_timeout', 2)" in settings_of(options, DATABASE_URL="postgres://u@db:5432/x?connect_timeout=2")
