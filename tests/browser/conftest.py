@@ -258,6 +258,7 @@ def celery_worker(committed_db, monkeypatch):
     import kombu.pools
     from celery import signals
     from celery.contrib.testing.worker import start_worker
+    from django import db
 
     from server402.celery import app
 
@@ -265,6 +266,11 @@ def celery_worker(committed_db, monkeypatch):
 
     def task_started(sender=None, task=None, args=None, **kwargs):
         executed.append((task.name, tuple(args or ())))
+
+    def close_the_tasks_connections(**kwargs):
+        # The pool's threads outlive the test, and their connections (CONN_MAX_AGE) with them: one left open
+        # keeps PostgreSQL from dropping the test database at the end of the session.
+        db.connections.close_all()
 
     def leave_logging_alone(**kwargs):
         # A receiver of setup_logging tells Celery the logging is configured: it keeps Django's (and
@@ -277,6 +283,7 @@ def celery_worker(committed_db, monkeypatch):
     monkeypatch.setenv("CELERY_SKIP_CHECKS", "1")
     signals.setup_logging.connect(leave_logging_alone)
     signals.task_prerun.connect(task_started)
+    signals.task_postrun.connect(close_the_tasks_connections)
     try:
         app.conf.broker_url = "memory://localhost/"
         app.conf.broker_transport_options = {"polling_interval": 0.05}
@@ -294,6 +301,7 @@ def celery_worker(committed_db, monkeypatch):
             yield SimpleNamespace(worker=worker, executed=executed)
     finally:
         signals.task_prerun.disconnect(task_started)
+        signals.task_postrun.disconnect(close_the_tasks_connections)
         signals.setup_logging.disconnect(leave_logging_alone)
         app.conf.broker_url, app.conf.broker_transport_options = saved_conf
         kombu.pools.reset()
