@@ -10,7 +10,8 @@ import os
 import socket
 import struct
 
-from server402.environment import env_bool, env_int, env_str
+from server402.environment import env_bool, env_choice, env_int, env_str
+from server402.request_context import JSON_LOG_FORMATTER
 
 _port = env_int("PORT", 8000, minimum=1, maximum=65535)
 # Loopback by default: in production a proxy or load balancer is in front; WEB_BIND=0.0.0.0:8000 to listen wider.
@@ -55,6 +56,18 @@ CLIENT_TIMEOUT_SECONDS = env_int("WEB_CLIENT_TIMEOUT", 10, minimum=1, maximum=60
 accesslog = "-" if env_bool("WEB_ACCESS_LOG", False) else None
 errorlog = "-"
 loglevel = env_str("LOG_LEVEL", "info").lower()
+# gunicorn's own lines (start-up, worker boots, a stalled client) in the app's format: all JSON in live mode.
+_mode = env_choice("SERVER402_MODE", "sandbox", ("sandbox", "live"))
+if env_choice("LOG_FORMAT", "plain" if _mode == "sandbox" else "json", ("json", "plain")) == "json":
+    logconfig_dict = {
+        "formatters": {"json": JSON_LOG_FORMATTER},
+        "handlers": {name: {"class": "logging.StreamHandler", "formatter": "json", "stream": f"ext://sys.{stream}"}
+                     for name, stream in (("console", "stdout"), ("error_console", "stderr"))},
+        "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+                    # Configured here, gunicorn would write its access lines whatever `accesslog` says.
+                    "gunicorn.access": {"level": "INFO" if accesslog else "WARNING", "handlers": ["console"],
+                                        "propagate": False}},
+    }
 
 # The control socket (gunicornc) defaults to one path per user: two servers on one machine would fight over it,
 # and nothing here uses it.

@@ -16,6 +16,14 @@ from contextvars import ContextVar
 
 current_request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
+# LOG_FORMAT=json: one object per line, for Django and Celery (settings.LOGGING) and gunicorn's own lines
+# (gunicorn.conf.py) alike; `request_id` is null on gunicorn's own lines.
+JSON_LOG_FORMATTER = {
+    "()": "pythonjsonlogger.json.JsonFormatter",
+    "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+    "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+}
+
 # Anything else (spaces, quotes, newlines, 200 characters) could forge or break log lines: a new id is made.
 _ACCEPTED_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 access_logger = logging.getLogger("server402.access")

@@ -25,6 +25,7 @@ from server402.environment import (
     env_url,
     masked,
 )
+from server402.request_context import JSON_LOG_FORMATTER
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SERVER402_VAR_DIR", str(BASE_DIR / "var")))
@@ -414,12 +415,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "server402.request_context.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
-            "timestamp": False,
-        },
+        "json": JSON_LOG_FORMATTER,
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     # httpx logs every request at INFO, signature and all; its failures reach our own logs.

@@ -210,3 +210,18 @@ def test_postgresql_connections_are_bounded_in_time_and_the_urls_own_parameters_
     assert "('connect_timeout', 9)" in settings_of(options, DATABASE_URL="postgres://u@db:5432/x",
                                                         DATABASE_CONNECT_TIMEOUT="9")
     assert "('connect_timeout', 2)" in settings_of(options, DATABASE_URL="postgres://u@db:5432/x?connect_timeout=2")
+
+
+def test_gunicorns_own_lines_are_json_when_the_apps_are():
+    program = "import runpy; print('logconfig_dict' in runpy.run_path('gunicorn.conf.py'))"
+
+    def configured(**environment):
+        result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True,
+                                env={"PATH": os.environ["PATH"], **environment})
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip() == "True"
+
+    assert not configured()
+    assert configured(LOG_FORMAT="json")
+    assert configured(SERVER402_MODE="live")
+    assert not configured(SERVER402_MODE="live", LOG_FORMAT="plain")
