@@ -48,21 +48,19 @@ def why_not_runnable() -> str:
     return ""
 
 
-class Worker:
-    """One `celery worker` process group, its output kept in a file (a pipe nobody reads would fill and block it)."""
+class ProcessGroup:
+    """A subprocess in a session of its own, so one signal reaches its children too, its output kept in a file
+    (a pipe nobody reads would fill and block it). Subclasses start it with `_start`."""
 
-    def __init__(self, log: Path, environment: dict[str, str]):
+    def __init__(self, log: Path):
         self.log = log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "server402", "worker", "--pool", "prefork", "--concurrency", "2",
-             "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
-             "--without-mingle", "--without-gossip", "--without-heartbeat"],
-            cwd=BASE_DIR, env=environment, stdout=self._log_file, stderr=subprocess.STDOUT,
-            # Its own process group, so one signal reaches the pool's children too.
-            start_new_session=True,
-        )
+        self._log_file = log.open("ab")
+        self.process: subprocess.Popen | None = None
         self.killed = False
+
+    def _start(self, command: list[str], environment: dict[str, str]) -> None:
+        self.process = subprocess.Popen(command, cwd=BASE_DIR, env=environment, stdout=self._log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
@@ -71,7 +69,8 @@ class Worker:
         return self.process.poll() is not None
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handler runs, as when the machine or the OOM killer takes a worker."""
+        """SIGKILL to the whole group: no shutdown handler runs, as when the machine or the OOM killer takes it.
+        The kernel closes its sockets, so PostgreSQL sees its sessions end."""
         if not self.killed:
             self.killed = True
             try:
@@ -80,6 +79,16 @@ class Worker:
                 pass
         self.process.wait(timeout=10)
         self._log_file.close()
+
+
+class Worker(ProcessGroup):
+    """One `celery worker` process group: the pool's children are in it too."""
+
+    def __init__(self, log: Path, environment: dict[str, str]):
+        super().__init__(log)
+        self._start([sys.executable, "-m", "celery", "-A", "server402", "worker", "--pool", "prefork",
+                     "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
+                     "--without-mingle", "--without-gossip", "--without-heartbeat"], environment)
 
 
 def database_url(application_name: str = WORKER_APPLICATION_NAME) -> str:

@@ -28,3 +28,14 @@ def gunicorn_servers(request, committed_db, tmp_path):
 def gunicorn_server(gunicorn_servers):
     """One real gunicorn server (2 workers x 4 threads, ./gunicorn.conf.py), ready; its `.url` is the base URL."""
     return gunicorn_servers.start()
+
+
+@pytest.fixture
+def gated_upstream(settings):
+    """A GatedUpstream (tests/production/gated_upstream.py), the configured upstream for the test."""
+    from tests.production.gated_upstream import GatedUpstream
+
+    upstream = GatedUpstream()
+    settings.ALIBABA_CLOUD_ENDPOINT = upstream.endpoint
+    yield upstream
+    upstream.close()

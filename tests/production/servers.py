@@ -13,7 +13,6 @@ several at once; `gunicorn_server` is one server, for tests that need just one.
 """
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,9 +24,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.celery_workers import BROKER_URL, database_url
+from tests.celery_workers import BROKER_URL, ProcessGroup, database_url
 
-BASE_DIR = Path(__file__).resolve().parents[2]
 # Each server's PostgreSQL sessions carry this name and its number, to tell them apart from the test's own and
 # the Celery workers' (a fault test may end one server's sessions) and to wait until they are gone.
 SERVER_APPLICATION_NAME = "server402-test-gunicorn"
@@ -46,41 +44,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class GunicornServer:
-    """One gunicorn process group (arbiter and workers), its output kept in a file (a pipe nobody reads would
-    fill and block it). `url` is its base URL, e.g. http://127.0.0.1:40123."""
+class GunicornServer(ProcessGroup):
+    """One gunicorn process group (arbiter and workers); `url` is its base URL, e.g. http://127.0.0.1:40123."""
 
     def __init__(self, *, name: str, log: Path, environment: dict[str, str]):
+        super().__init__(log)
         self.name = name
         self.application_name = f"{SERVER_APPLICATION_NAME}-{name}"
-        self.log = log
         self._environment = environment
-        self._log_file = log.open("ab")
-        self.process: subprocess.Popen | None = None
         self.port = 0
-        self.killed = False
         self._spawn()
 
     def _spawn(self) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "server402.wsgi", "--bind", f"127.0.0.1:{self.port}"],
-            cwd=BASE_DIR, env={**self._environment, "PORT": str(self.port),
-                               "DATABASE_URL": database_url(self.application_name)},
-            stdout=self._log_file, stderr=subprocess.STDOUT,
-            # Its own process group, so one signal reaches the workers too.
-            start_new_session=True,
-        )
+        self._start([sys.executable, "-m", "gunicorn", "server402.wsgi", "--bind", f"127.0.0.1:{self.port}"],
+                    {**self._environment, "PORT": str(self.port), "DATABASE_URL": database_url(self.application_name)})
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
-
-    def exited(self) -> bool:
-        return self.process.poll() is not None
 
     def wait_until_ready(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Until the server answers its readiness probe with 200; the test fails if it exits or the deadline
@@ -109,18 +91,6 @@ class GunicornServer:
                 pytest.fail(f"gunicorn server {self.name} not ready within {timeout:.0f} s ({last}); "
                             f"its output:\n{self.output()}")
             time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL to the whole group: no shutdown handler runs, as when the machine or the OOM killer takes it.
-        The kernel closes its sockets, so PostgreSQL sees its sessions end."""
-        if not self.killed:
-            self.killed = True
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait(timeout=10)
-        self._log_file.close()
 
 
 def server_sessions() -> int:

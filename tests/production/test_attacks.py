@@ -1103,45 +1103,12 @@ class TestKeyRevokedInFlight:
         assert buyer.key.revoked_at is not None
 
 
-class _Gate:
-    """An upstream on loopback that holds every request until `release()`; `arrived` is set when one waits."""
-
-    def __init__(self):
-        self.arrived, self.released = threading.Event(), threading.Event()
-        gate = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                gate.arrived.set()
-                gate.released.wait(60)
-                body = json.dumps({"RequestId": "GATED", "Data": {}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/{{product}}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.usefixtures("postgresql_only", "committed_db")
-def test_a_key_revoked_on_the_dashboard_while_its_call_waits_upstream_leaves_that_call_to_finish(settings, operator):
+def test_a_key_revoked_on_the_dashboard_while_its_call_waits_upstream_leaves_that_call_to_finish(gated_upstream,
+                                                                                                settings, operator):
     """Attack 10 with real concurrency: the call on its own connection and thread, held by the upstream while the
     operator revokes the key from the dashboard."""
-    gate = _Gate()
-    settings.ALIBABA_CLOUD_ENDPOINT = gate.endpoint
+    gate = gated_upstream
     settings.ALIBABA_CLOUD_READ_TIMEOUT = 60
     created = api_key_create(label="revoked midway")
     payment = payment_create(service=Service.objects.get(id="celebrity-recognition"), client=created.api_key)
@@ -1165,9 +1132,8 @@ def test_a_key_revoked_on_the_dashboard_while_its_call_waits_upstream_leaves_tha
         assert revoked.status_code in (200, 302)
         assert ApiKey.objects.get(pk=created.api_key.pk).revoked_at is not None
     finally:
-        gate.released.set()
+        gate.gate.set()
         caller.join(60)
-        gate.close()
 
     assert answers == [200]
     assert list(ToolCall.objects.values_list("api_key_id", "outcome")) == [(created.api_key.pk, "succeeded")]

@@ -21,7 +21,6 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
@@ -41,6 +40,7 @@ from server402 import cache_outages
 # The loopback facilitator of the facilitator tests (the fixture, used through remote_facilitator): the SDK's
 # own verifier behind HTTP, scriptable per path, recording what it is asked.
 from tests.payments.test_facilitators import honest, local_facilitator, slow  # noqa: F401
+from tests.production.gated_upstream import GatedUpstream
 from tests.server402.test_settings import settings_of
 
 URL = "/api/tools/celebrity-recognition"
@@ -145,51 +145,6 @@ def loopback_fault():
     yield start
     for server in started:
         server.close()
-
-
-class GatedUpstream:
-    """An Alibaba endpoint on loopback that holds every request until the test opens the gate, then answers
-    as DetectCelebrity does: the test acts while a call waits on its upstream."""
-
-    REQUEST_ID = "gated-request"
-
-    def __init__(self):
-        self.arrived = threading.Event()
-        self.gate = threading.Event()
-        gated = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                gated.arrived.set()
-                gated.gate.wait(BOUND_SECONDS)
-                body = json.dumps({"RequestId": gated.REQUEST_ID, "Data": {"Faces": []}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/{{product}}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self) -> None:
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def gated_upstream(settings):
-    upstream = GatedUpstream()
-    settings.ALIBABA_CLOUD_ENDPOINT = upstream.endpoint
-    yield upstream
-    upstream.close()
 
 
 @pytest.fixture
