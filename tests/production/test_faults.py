@@ -417,15 +417,21 @@ def _terminate_backend(pid: int) -> None:
         assert cursor.fetchone()[0] is True
 
 
+def _cut_while_the_upstream_holds_it(call: CallInAThread, upstream, *, unreachable_port: int | None = None) -> None:
+    """Once `call` waits on the gated upstream: end its database session (and, given a port, keep the database
+    out of reach for its fresh connection), then let the upstream answer."""
+    assert upstream.arrived.wait(BOUND_SECONDS), call.error
+    _terminate_backend(call.backend_pid)
+    if unreachable_port is not None:
+        call.database_goes_away(unreachable_port)
+    upstream.gate.set()
 
 
 @pytest.mark.parametrize("paying", PAYING)
 def test_a_database_connection_cut_while_the_upstream_works_is_survived_and_charged_once(
         postgresql_only, committed_db, gated_upstream, remote_facilitator, staff, purchase, paying):
     call = CallInAThread(purchase.headers)
-    assert gated_upstream.arrived.wait(BOUND_SECONDS), call.error
-    _terminate_backend(call.backend_pid)
-    gated_upstream.gate.set()
+    _cut_while_the_upstream_holds_it(call, gated_upstream)
 
     response = call.answer()
 
@@ -451,10 +457,7 @@ def test_a_database_that_stays_unreachable_answers_503_and_the_reconcile_gives_t
     key, secret = make_key()
     payment, token = paid_token("celebrity-recognition", key)
     call = CallInAThread({"HTTP_X_PAYMENT_TOKEN": token, "HTTP_AUTHORIZATION": f"Bearer {secret}"})
-    assert gated_upstream.arrived.wait(BOUND_SECONDS), call.error
-    _terminate_backend(call.backend_pid)
-    call.database_goes_away(closed_port)
-    gated_upstream.gate.set()
+    _cut_while_the_upstream_holds_it(call, gated_upstream, unreachable_port=closed_port)
 
     response = call.answer()
 
@@ -491,10 +494,7 @@ def test_a_settlement_the_database_cannot_record_is_handed_to_the_payer_and_left
     PricingPolicy.objects.filter(id="aliyun-viapi").update(settle_mode="settle_after")
     headers = _x402_headers(api, x402_payer)
     call = CallInAThread(headers)
-    assert gated_upstream.arrived.wait(BOUND_SECONDS), call.error
-    _terminate_backend(call.backend_pid)
-    call.database_goes_away(closed_port)
-    gated_upstream.gate.set()
+    _cut_while_the_upstream_holds_it(call, gated_upstream, unreachable_port=closed_port)
 
     response = call.answer()
 
